@@ -1,0 +1,83 @@
+"""Command-line entry point: `acompile MODEL.onnx ...` compiles; sub-commands load lazily.
+
+Sub-commands live next to the code they drive (compiler, runtime, hwtrain) and are imported only when
+used, so `acompile targets` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from compiler.errors import AcompileError
+
+# name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {
+    "compile": "compiler.commands:compile_cmd",
+    "report": "compiler.commands:report_cmd",
+    "targets": "compiler.commands:targets_cmd",
+    "eval": "runtime.cli:eval_cmd",
+    "train": "hwtrain.cli:train_cmd",
+    "sweep": "hwtrain.inmemory.cli:sweep_cmd",
+}
+DEFAULT_COMMAND = "compile"
+
+
+class LazyDefaultGroup(click.Group):
+    """A group whose commands are imported on first use and whose default command is `compile`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        # `acompile model.onnx --target pcm` means `acompile compile model.onnx --target pcm`.
+        if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+            args = [DEFAULT_COMMAND, *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyDefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="acompile")
+def cli() -> None:
+    """acompile: map ONNX networks onto PCM crossbars, emulate them over time, train them for it.
+
+    \b
+      acompile MODEL.onnx --target pcm        compile (same as `acompile compile ...`)
+      acompile report MAPPED.onnx             the tile mapping report again
+      acompile targets                        built-in hardware profiles
+      acompile eval MAPPED.onnx --data mnist  accuracy retention over simulated time
+      acompile train mlp --dataset mnist      hardware-aware / in-memory training
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="acompile", standalone_mode=False)
+    except AcompileError as exc:
+        click.echo(f"acompile: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("acompile: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("acompile: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
