@@ -1,0 +1,270 @@
+"""Datasets and preprocessing: where the images come from and how a model wants them.
+
+Data is found via an explicit path, then `$ACOMPILE_DATA`, then `../shared/data` beside the repo, then
+`models/data/` (tiny subsets bundled for the demo). Images stay uint8 until `Preprocessing.apply`, so the
+model's own recipe (carried in its ONNX metadata) decides the float conversion.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler.errors import AcompileError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATA = REPO_ROOT / "models" / "data"
+PREPROCESSING_KEY = "acompile.preprocessing"
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+_IDX_DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+_BUNDLED = {("mnist", "test"): "mnist-test-1k.npz"}
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 (N, H, W) or (N, H, W, C) and integer labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, n: int | None) -> Dataset:
+        if n is None or n >= len(self):
+            return self
+        return Dataset(self.x[:n], self.y[:n], self.name)
+
+
+@dataclass
+class Preprocessing:
+    """How raw uint8 images become the model's input tensor; stored as JSON in the ONNX metadata."""
+
+    layout: str = "NCHW"  # "NCHW" or "flat" (N, H*W*C)
+    scale: float = 1.0 / 255.0
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # C, H, W of the image
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("NCHW", "flat"):
+            raise AcompileError(f"preprocessing: layout must be NCHW or flat, got {self.layout!r}")
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise AcompileError("preprocessing: mean and std need equal lengths and std > 0")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessing:
+        try:
+            data = json.loads(text)
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise AcompileError(f"metadata {PREPROCESSING_KEY} is not valid preprocessing JSON: {exc}") from exc
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """uint8 (N,H,W) or (N,H,W,C) -> float32 (N,C,H,W) or (N, C*H*W), normalized per channel."""
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4:
+            raise AcompileError(f"images must be (N,H,W) or (N,H,W,C), got shape {x.shape}")
+        c, h, w = self.input_shape
+        if x.shape[1:] != (h, w, c):
+            raise AcompileError(
+                f"data images are {x.shape[1:3]} with {x.shape[3]} channel(s), but the model expects "
+                f"{h}x{w} with {c} channel(s)"
+            )
+        out = x.astype(np.float32) * np.float32(self.scale)
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        out = (out - mean) / std
+        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        if self.layout == "flat":
+            out = out.reshape(len(out), -1)
+        return out
+
+
+def default_preprocessing(dataset: str, layout: str = "NCHW") -> Preprocessing:
+    """The usual normalization for a dataset; models exported by hwtrain carry their own."""
+    base = dataset.split(":")[0]
+    if base.startswith("cifar10"):
+        return Preprocessing(layout, 1 / 255, list(CIFAR10_MEAN), list(CIFAR10_STD), [3, 32, 32], "cifar10")
+    if base in ("mnist", "fashion-mnist"):
+        return Preprocessing(layout, 1 / 255, list(MNIST_MEAN), list(MNIST_STD), [1, 28, 28], base)
+    raise AcompileError(f"no default preprocessing for dataset {dataset!r}")
+
+
+def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for datasets, in order."""
+    roots = []
+    if explicit:
+        roots.append(Path(explicit))
+    if os.environ.get("ACOMPILE_DATA"):
+        roots.append(Path(os.environ["ACOMPILE_DATA"]))
+    roots += [REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    return roots
+
+
+def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None = None) -> Dataset:
+    """Load `mnist`, `fashion-mnist`, `cifar10`, `cifar10-exact`, `NAME:PATH` or a `.npz` file (x, y)."""
+    if split not in ("train", "test"):
+        raise AcompileError(f"split must be 'train' or 'test', got {split!r}")
+    name, _, path = spec.partition(":")
+    if not path and (spec.endswith(".npz") or os.sep in spec):
+        return _load_npz(Path(spec), split)
+    if path:
+        root = path
+    name = name.lower()
+    if name in _IDX_DATASETS:
+        return _load_idx(name, split, root)
+    if name == "cifar10":
+        return _load_cifar10(split, root)
+    if name == "cifar10-exact":
+        return _load_cifar10_exact(split, root)
+    raise AcompileError(
+        f"unknown dataset {spec!r}: use mnist, fashion-mnist, cifar10, cifar10-exact, NAME:PATH or a .npz file"
+    )
+
+
+def _find(relative: str, root: str | os.PathLike | None) -> Path | None:
+    for base in data_roots(root):
+        for candidate in (base / relative, base / Path(relative).name):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _load_npz(path: Path, split: str) -> Dataset:
+    if not path.exists():
+        raise AcompileError(f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            keys = set(d.files)
+            xk, yk = ("x_train", "y_train") if split == "train" and "x_train" in keys else ("x", "y")
+            if xk not in keys or yk not in keys:
+                raise AcompileError(f"{path}: an image .npz needs arrays 'x' and 'y', found {sorted(keys)}")
+            x, y = d[xk], d[yk]
+    except (OSError, ValueError) as exc:
+        raise AcompileError(f"{path}: not a readable .npz file ({exc})") from exc
+    if x.dtype != np.uint8:
+        raise AcompileError(f"{path}: 'x' must be uint8 images (N,H,W[,C]), got {x.dtype}")
+    if len(x) != len(y):
+        raise AcompileError(f"{path}: {len(x)} images but {len(y)} labels")
+    return Dataset(x, y.astype(np.int64), path.stem)
+
+
+def _read_idx(path: Path, magic_expected: int) -> np.ndarray:
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    magic = int(np.frombuffer(raw, ">u4", 1, 0)[0])
+    if magic != magic_expected:
+        raise AcompileError(f"{path}: not an IDX file of the expected kind (magic {magic})")
+    if magic == 2051:
+        n, rows, cols = np.frombuffer(raw, ">u4", 3, 4)
+        return np.frombuffer(raw, np.uint8, offset=16).reshape(int(n), int(rows), int(cols))
+    return np.frombuffer(raw, np.uint8, offset=8)
+
+
+def _load_idx(name: str, split: str, root) -> Dataset:
+    prefix = "train" if split == "train" else "t10k"
+    folder = _IDX_DATASETS[name]
+    img = _find(f"{folder}/{prefix}-images-idx3-ubyte.gz", root)
+    lab = _find(f"{folder}/{prefix}-labels-idx1-ubyte.gz", root)
+    if img is None or lab is None:
+        bundled = _BUNDLED.get((name, split))
+        if bundled and (BUNDLED_DATA / bundled).exists():
+            return _load_npz(BUNDLED_DATA / bundled, "test")
+        raise AcompileError(
+            f"{name} ({split}) not found: pass --data PATH, set $ACOMPILE_DATA, or place it in ../shared/data"
+        )
+    return Dataset(_read_idx(img, 2051), _read_idx(lab, 2049).astype(np.int64), name)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "acompile"
+
+
+def _load_cifar10(split: str, root) -> Dataset:
+    batches = _find("cifar-10-batches-py", root)
+    if batches is not None and batches.is_dir():
+        return _load_cifar10_batches(batches, split)
+    src = _find(f"cifar10-jpeg/{split}.npz", root)
+    if src is None:
+        raise AcompileError(
+            f"cifar10 ({split}) not found: pass --data PATH (cifar10-jpeg/ or cifar-10-batches-py/), "
+            "set $ACOMPILE_DATA, or place it in ../shared/data"
+        )
+    cache = _cache_dir() / f"cifar10-jpeg-{split}-{src.stat().st_size}.npz"
+    if cache.exists():
+        with np.load(cache) as d:
+            return Dataset(d["x"], d["y"].astype(np.int64), "cifar10")
+    x, y = _decode_jpeg_npz(src)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x, y=y)
+    os.replace(tmp, cache)
+    return Dataset(x, y.astype(np.int64), "cifar10")
+
+
+def _decode_jpeg_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+    from tqdm import tqdm
+
+    with np.load(path) as d:
+        jpeg, offsets, y = d["jpeg"], d["offsets"], d["y"]
+    x = np.empty((len(y), 32, 32, 3), np.uint8)
+    for i in tqdm(range(len(y)), desc=f"decoding {path.name}", unit="img", disable=None, leave=False):
+        blob = jpeg[offsets[i] : offsets[i + 1]].tobytes()
+        x[i] = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+    return x, y
+
+
+def _load_cifar10_exact(split: str, root) -> Dataset:
+    name = "test-partial.npz" if split == "test" else "train-5k.npz"
+    path = _find(f"cifar10/{name}", root)
+    if path is None:
+        raise AcompileError(f"cifar10-exact ({split}) not found: expected cifar10/{name} under the data root")
+    ds = _load_npz(path, "test")
+    return Dataset(ds.x, ds.y, "cifar10-exact")
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """The official CIFAR batches are pickles: allow only the numpy globals that plain arrays need."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+
+
+def _load_cifar10_batches(folder: Path, split: str) -> Dataset:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for n in names:
+        with open(folder / n, "rb") as fh:
+            batch = _ArrayOnlyUnpickler(fh, encoding="bytes").load()
+        xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(batch[b"labels"], np.int64))
+    return Dataset(np.concatenate(xs), np.concatenate(ys), "cifar10")
