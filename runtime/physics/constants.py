@@ -58,3 +58,60 @@ OUT_BOUND = 10.0
 HWA_ETA_TRAIN = 0.038
 #: Weight clipping to alpha * std(W) after each step; 2.0-2.5 used in the paper.
 HWA_CLIP_ALPHA = 2.5
+
+
+# =====================================================================================================
+# In-memory TRAINING devices (owned by hwtrain/inmemory; pulse-update models in runtime/physics/
+# pcm_pulse.py and runtime/physics/rpu_devices.py). Appended section — the inference constants above are
+# the lead's. Units: uS for PCM conductances, normalized weight units for RPU devices.
+# =====================================================================================================
+
+# --- PCM SET-pulse (partial-SET) statistical model --------------------------------------------------
+# Nandakumar et al., "A phase-change memory model for neuromorphic computing", J. Appl. Phys. 124,
+# 152135 (2018), as re-implemented publicly (DESIGN.md §8); n = SET pulses since the last RESET:
+#   mean dG = A_G * G + A_0 + A_N * exp(-n / N_TAU);   std dG = S_G * G + S_0 + S_N * exp(-n / N_TAU)
+PCM_SET_MEAN_G = -0.084  # 1 (slope of mean increment vs G)
+PCM_SET_MEAN_0 = 0.880  # uS
+PCM_SET_MEAN_N = 1.40  # uS (extra increment of the first pulses after RESET)
+PCM_SET_STD_G = 0.091  # 1
+PCM_SET_STD_0 = 0.260  # uS
+PCM_SET_STD_N = 2.15  # uS
+PCM_SET_N_TAU = 2.6  # pulses
+PCM_TRAIN_G_MIN = 0.1  # uS, lower clip (J. Appl. Phys. 2018 model)
+PCM_RESET_MEAN = 0.1  # uS, RESET state N(0.1, 0.01) (same source)
+PCM_RESET_STD = 0.01  # uS
+# The mean increment vanishes at G = 0.880/0.084 = 10.5 uS: the device saturates there. acompile clips at
+# 10 uS and refreshes a pair once one device passes 90 % of it (our choice; Nandakumar 2020 Frontiers
+# refreshes "when a device saturates").
+PCM_TRAIN_G_MAX = 10.0  # uS
+PCM_REFRESH_FRACTION = 0.9  # of PCM_TRAIN_G_MAX
+# Mixed-precision headline numbers to reproduce (Nandakumar et al., ISCAS 2018 / Front. Neurosci. 2020):
+# 784-250-10 MLP on MNIST, 97.40 % (simulation, 2018); 97.73 % on PCM hardware, 0.57 % below fp64.
+MP_MNIST_TARGET_ACCURACY = 0.9740
+
+# --- Resistive processing unit (RPU) specs ---------------------------------------------------------------
+# Gokmen & Vlasov, "Acceleration of deep neural network training with resistive cross-point devices",
+# Front. Neurosci. 10:333 (2016), Table 1: ~1000-1200 states (dw_min 0.001 on [-0.6, 0.6]), device-to-
+# device and cycle-to-cycle variation 30 %, up/down symmetry within 2 %, output noise 0.06, out bound 12,
+# 7-bit DAC, 9-bit ADC, stochastic bit length BL = 10 (their MNIST runs).
+RPU_DW_MIN = 0.001
+RPU_W_BOUND = 0.6
+RPU_D2D = 0.30
+RPU_C2C = 0.30
+RPU_UP_DOWN_ASYMMETRY = 0.02
+RPU_OUT_NOISE = 0.06
+RPU_OUT_BOUND = 12.0
+RPU_DAC_BITS = 7
+RPU_ADC_BITS = 9
+RPU_BL = 10
+
+# --- Tiki-Taka family ------------------------------------------------------------------------------
+# Gokmen & Haensch, Front. Neurosci. 14:103 (2020) (Tiki-Taka); Rasch et al., "Fast and robust analog
+# in-memory deep neural network training", arXiv 2303.04721 (2023) / Nat. Commun. 2024 (TTv2, c-TTv2,
+# AGAD). Soft-bounds devices with ~1000 states on [-1, 1] (dw_min 0.002 with w_max 1), reference-offset
+# spread swept 0..0.5; TTv2 degrades beyond ~0.1 (5 % of range), c-TTv2 holds to ~0.5, AGAD is invariant.
+TT_DW_MIN = 0.002
+TT_W_BOUND = 1.0
+TT_TRANSFER_EVERY = 1  # n_s: updates of A between column reads (Rasch 2023 use ~1 for MNIST-size layers)
+TT_CHOPPER_FLIP_PROB = 0.1  # per column read (c-TTv2 / AGAD; Rasch 2023 use small flip probabilities)
+TT_H_THRESHOLD = 1.0  # |H| (in units of W's dw_min) at which one pulse is written to W

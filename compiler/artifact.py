@@ -1,0 +1,126 @@
+"""The mapped artifact (CONTRACTS §3, format 1): build it from a normalized model, write it atomically.
+
+Every analog node is replaced in place (same inputs/outputs, same position) by an ``ai.acompile``
+AnalogConv / AnalogMatMul node whose W initializer holds the original weights exactly and whose
+G_SCALE holds the conductance scale. Outputs are written to temporary files in the destination folder
+and moved into place with os.replace only when all of them exist, so a failed compile leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from compiler.errors import AcompileError
+from compiler.lowering import DOMAIN
+from compiler.partition import Layer
+
+FORMAT_VERSION = "1"
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict[str, np.ndarray],
+                       tiles: dict[str, list[dict[str, Any]]], target: dict,
+                       report: dict[str, Any], original_metadata: dict[str, str]) -> onnx.ModelProto:
+    """Return a new ModelProto; ``model`` (normalized) is consumed (its graph is rebuilt in place)."""
+    g = model.graph
+    by_name = {ly.name: ly for ly in layers if ly.analog}
+    new_nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    for node in g.node:
+        ly = by_name.get(node.name)
+        if ly is None:
+            new_nodes.append(node)
+            continue
+        low = ly.lowering
+        x = low.x
+        if low.transpose_x:
+            xt = f"{node.name}.XT"
+            new_nodes.append(helper.make_node("Transpose", [x], [xt], name=f"{node.name}.transA",
+                                              perm=[1, 0]))
+            x = xt
+        w_name, s_name = f"{node.name}.W", f"{node.name}.G_SCALE"
+        new_inits.append(numpy_helper.from_array(low.W, w_name))
+        new_inits.append(numpy_helper.from_array(scales[node.name], s_name))
+        inputs = [x, w_name, s_name] + ([low.bias] if low.bias else [])
+        attrs = dict(low.attrs)
+        attrs["layer"] = node.name
+        attrs["tiles"] = json.dumps(tiles[node.name], separators=(",", ":"))
+        new_nodes.append(helper.make_node(low.op_type, inputs, list(node.output), name=node.name,
+                                          domain=DOMAIN, **attrs))
+    del g.node[:]
+    g.node.extend(new_nodes)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [t for t in g.initializer if t.name in used]
+    dropped = {t.name for t in g.initializer} - {t.name for t in keep}
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    if any(i.name in dropped for i in g.input):  # old IR: initializers listed as inputs too
+        inputs = [i for i in g.input if i.name not in dropped]
+        del g.input[:]
+        g.input.extend(inputs)
+    if not any(op.domain == DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    meta = dict(original_metadata)
+    meta["acompile.format"] = FORMAT_VERSION
+    meta["acompile.target"] = json.dumps(target, separators=(",", ":"))
+    meta["acompile.mapping"] = json.dumps(report, separators=(",", ":"))
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    model.producer_name = "acompile"
+    return model
+
+
+def check_mapped(model: onnx.ModelProto | bytes) -> None:
+    """onnx.checker on the artifact; a failure here is our bug, but still reported on one line."""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AcompileError(f"internal: mapped model fails onnx.checker: {first}") from None
+
+
+def report_paths(model_path: Path) -> dict[str, Path]:
+    """``out/r32.onnx`` -> out/r32.json, out/r32.md, out/r32.png."""
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.name
+    return {ext: model_path.with_name(f"{stem}.{ext}") for ext in ("json", "md", "png")}
+
+
+def write_atomically(files: dict[Path, bytes]) -> None:
+    """Write every file to a temp file beside it, then os.replace all; on any error remove the temps."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for dest, data in files.items():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            temps.append((tmp, dest))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for tmp, dest in temps:
+            os.replace(tmp, dest)
+        temps = []
+    except OSError as exc:
+        raise AcompileError(f"cannot write output ({exc.strerror}: {exc.filename})") from None
+    finally:
+        for tmp, _ in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    size = model.ByteSize()
+    if size > PROTOBUF_LIMIT:
+        raise AcompileError(f"mapped model is {size} bytes, above the 2 GiB protobuf limit "
+                            "(external-data output is not supported yet)")
+    return model.SerializeToString()

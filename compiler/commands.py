@@ -1,0 +1,133 @@
+"""Click commands of the compiler: ``compile`` (the default command), ``report``, ``targets``."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+import click
+
+from compiler.errors import AcompileError
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+@click.command(
+    "compile",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", "target_spec", default="pcm", show_default=True,
+              help="Built-in target (pcm, hermes, ideal) or a TOML file.")
+@click.option("--tile", "tile_spec", metavar="RxC", help="Override the target's tile size, e.g. 512x512.")
+@click.option("--digital", "digital", multiple=True, metavar="NAME,...",
+              help="Force these layers digital (node names, module paths like layer1.conv1, or "
+                   "weight prefixes).")
+@click.option("--weight-scale", type=click.Choice(["layer", "column"]), default=None,
+              help="Conductance scale per layer or per column [default: from target].")
+@click.option("--pack", is_flag=True, help="Pack small blocks of several layers into shared tiles.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Mapped model path [default: MODEL.pcm.onnx beside MODEL]; reports beside it.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the output path.")
+@click.option("--eval", "do_eval", is_flag=True,
+              help="After compiling, run `acompile eval` on the mapped model; further options go to eval.")
+@click.pass_context
+def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: str | None,
+                digital: tuple[str, ...], weight_scale: str | None, pack: bool, output: Path | None,
+                quiet: bool, do_eval: bool) -> None:
+    """Map MODEL (ONNX) onto analog crossbar tiles; write MODEL.pcm.onnx and the mapping report.
+
+    \b
+      acompile resnet32.onnx --target pcm
+      acompile resnet32.onnx --target hermes --tile 512x512 --digital conv1,fc -o out/r32.onnx
+      acompile mlp.onnx --target pcm --eval --data mnist --times 1s,1d
+    """
+    if ctx.args and not do_eval:
+        raise click.UsageError(f"unknown option or extra argument: {' '.join(ctx.args)} "
+                               "(eval options need --eval)", ctx=ctx)
+    from compiler.pipeline import compile_model
+    from compiler.targets import load_target, parse_tile, with_overrides
+
+    target = with_overrides(load_target(target_spec), parse_tile(tile_spec) if tile_spec else None,
+                            weight_scale)
+    result = compile_model(model, target, output, _split_names(digital), pack)
+    t = result.report["totals"]
+    if quiet:
+        click.echo(str(result.paths["model"]))
+    else:
+        click.echo(f"{result.paths['model']}: {t['analog_layers']} analog / {t['digital_layers']} digital "
+                   f"layers, {t['tiles']} tiles of {target['tile']['rows']}x{target['tile']['cols']} "
+                   f"({t['chips']} chip{'s' if t['chips'] != 1 else ''}), utilization "
+                   f"{100 * t['utilization']:.1f} %, {t['devices']} devices, "
+                   f"~{t['energy_per_inference_uj']:.2f} uJ and ~{t['latency_per_inference_us']:.2f} us "
+                   "per inference")
+        click.echo("reports: " + ", ".join(str(result.paths[k]) for k in ("json", "md", "png")))
+    if do_eval:
+        try:
+            from runtime.cli import eval_cmd
+        except ImportError as exc:
+            raise AcompileError(f"--eval needs the runtime package ({exc})") from None
+        eval_cmd.main([str(result.paths["model"]), *ctx.args], standalone_mode=False,
+                      prog_name="acompile eval")
+
+
+@click.command("report")
+@click.argument("mapped", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "png", "html"]), default="md",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file [default: stdout for md/json/html, MAPPED.png for png].")
+def report_cmd(mapped: Path, fmt: str, output: Path | None) -> None:
+    """The tile mapping report again, from a mapped model's metadata."""
+    from compiler.artifact import write_atomically
+    from compiler.pipeline import read_mapped
+    from compiler.report import to_html, to_json, to_markdown
+
+    report, _target = read_mapped(mapped)
+    if fmt == "png":
+        from compiler.report_plot import render_png
+
+        data = render_png(report)
+        if output is None:
+            stem = mapped.name[: -len(".onnx")] if mapped.name.endswith(".onnx") else mapped.name
+            output = mapped.with_name(f"{stem}.png")
+        write_atomically({output: data})
+        click.echo(str(output))
+        return
+    if fmt == "md":
+        text = to_markdown(report)
+    elif fmt == "json":
+        text = to_json(report)
+    else:
+        from compiler.report_plot import render_png
+
+        uri = "data:image/png;base64," + base64.b64encode(render_png(report)).decode()
+        text = to_html(report, uri)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomically({output: text.encode()})
+        click.echo(str(output))
+
+
+@click.command("targets")
+@click.argument("name", required=False)
+def targets_cmd(name: str | None) -> None:
+    """Built-in hardware profiles and their parameters (or one profile, or a TOML file, in full)."""
+    from compiler.targets import BUILTIN, builtin_target, load_target
+
+    names = [name] if name else list(BUILTIN)
+    for i, n in enumerate(names):
+        t = load_target(n) if name else builtin_target(n)
+        if i:
+            click.echo("")
+        click.echo(f"{t['name']}: {t['description']}")
+        for section in ("tile", "device", "periphery", "mapping", "cost"):
+            items = ", ".join(f"{k}={v}" for k, v in t[section].items())
+            click.echo(f"  [{section}] {items}")
+    if not name:
+        click.echo("\nUse --target NAME or --target FILE.toml (a file may set base = \"pcm\" and override "
+                   "keys); `acompile targets NAME` shows one.")

@@ -1,0 +1,283 @@
+"""ONNX frontend: load, validate and normalize a model before partitioning.
+
+Everything a user can get wrong about the input file is caught here and reported as one AcompileError
+line: missing/unreadable file, not a protobuf, truncated file, absurd sizes, external data that points
+outside the model's folder (checked before any external byte is read), checker failures, opsets that
+cannot be converted. Normalization folds constant weight paths (Identity of an initializer,
+Transpose/Reshape of a constant, exporter Shape/Expand chains) but never folds BatchNormalization
+into Conv: BN-based drift compensation needs the BN nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper, shape_inference
+
+from compiler.errors import AcompileError
+
+MAX_FILE_BYTES = 4 * 1024**3  # 4 GiB
+MAX_TENSOR_ELEMENTS = 2**31  # per tensor (any initializer, any inferred shape)
+MIN_OPSET = 13
+CONVERT_TO_OPSET = 17
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+def _external_tensors(model: onnx.ModelProto):
+    """Every TensorProto in the main graph that may carry external data (initializers, Constants)."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+
+
+def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Reject external-data locations that are absolute or escape the model's folder, or are missing."""
+    root = os.path.realpath(base_dir)
+    for tensor in _external_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        loc = info.get("location", "")
+        if not loc:
+            raise AcompileError(f"tensor {tensor.name!r}: external data without a location")
+        if os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
+            raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} is an absolute "
+                                "path; it must be relative to the model's folder")
+        full = os.path.realpath(os.path.join(root, loc))
+        if os.path.commonpath([root, full]) != root:
+            raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} leaves the "
+                                "model's folder")
+        if not os.path.isfile(full):
+            raise AcompileError(f"tensor {tensor.name!r}: external data file {loc!r} not found")
+        length = int(info.get("length", "0") or 0)
+        offset = int(info.get("offset", "0") or 0)
+        if offset + length > os.path.getsize(full):
+            raise AcompileError(f"tensor {tensor.name!r}: external data {loc!r} is shorter than "
+                                "offset + length")
+
+
+def check_sizes(model: onnx.ModelProto) -> None:
+    """Reject tensors whose declared dims multiply beyond MAX_TENSOR_ELEMENTS (before reading data)."""
+    for tensor in _external_tensors(model):
+        n = 1
+        for d in tensor.dims:
+            if d < 0:
+                raise AcompileError(f"tensor {tensor.name!r}: negative dimension {d}")
+            n *= d
+        if n > MAX_TENSOR_ELEMENTS:
+            raise AcompileError(f"tensor {tensor.name!r}: {n} elements (dims {list(tensor.dims)}) exceed "
+                                f"the bound of {MAX_TENSOR_ELEMENTS}")
+    for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        n = 1
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value"):
+                n *= max(d.dim_value, 1)
+        if n > MAX_TENSOR_ELEMENTS:
+            raise AcompileError(f"tensor {vi.name!r}: declared shape has {n} elements, above the bound "
+                                f"of {MAX_TENSOR_ELEMENTS}")
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and validate the file; external data is checked for safety before it is loaded.
+
+    Runs onnx.checker on the file's bytes (before external data is attached).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AcompileError(f"{str(path)!r}: file not found")
+    if not path.is_file():
+        raise AcompileError(f"{str(path)!r}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AcompileError(f"{str(path)!r}: empty file, not an ONNX model")
+    if size > MAX_FILE_BYTES:
+        raise AcompileError(f"{str(path)!r}: {size} bytes, above the 4 GiB limit")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AcompileError(f"{str(path)!r}: cannot read ({exc.strerror})") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise AcompileError(f"{str(path)!r}: not an ONNX model (protobuf does not parse; truncated or "
+                            "another format)") from None
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise AcompileError(f"{str(path)!r}: not an ONNX model (no graph with nodes; truncated or another "
+                            "format)")
+    check_sizes(model)
+    check_external_data(model, path.parent)
+    has_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _external_tensors(model))
+    # the checker resolves external data relative to the model's folder only when given the path
+    check(str(path) if has_external else data, repr(str(path)))
+    del data
+    if has_external:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise AcompileError(f"{str(path)!r}: cannot load external data ({exc})") from None
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise AcompileError("model has no default-domain (ai.onnx) opset import")
+
+
+def check(model: onnx.ModelProto | bytes, label: str) -> None:
+    """onnx.checker; given the file's bytes it skips a re-serialization of a large model."""
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise AcompileError(f"{label}: ONNX checker: {first}") from None
+
+
+def convert_opset(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """Bring opsets outside [13, newest known] to opset 17 with onnx.version_converter."""
+    version = default_opset(model)
+    if MIN_OPSET <= version <= MAX_OPSET:
+        return model
+    if version > MAX_OPSET:
+        raise AcompileError(f"{label}: opset {version} is newer than this onnx ({MAX_OPSET}); "
+                            "upgrade onnx or export with an older opset")
+    try:
+        return onnx.version_converter.convert_version(model, CONVERT_TO_OPSET)
+    except Exception as exc:  # the converter raises plain RuntimeError/IndexError with C++ text
+        raise AcompileError(f"{label}: cannot convert opset {version} to {CONVERT_TO_OPSET} "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def fold_with_onnxscript(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant-fold with the onnxscript optimizer (folding only: no rewrite rules, so no BN fusion)."""
+    try:
+        from onnxscript import ir
+        from onnxscript.optimizer import _constant_folding
+    except ImportError:  # optional: our own fold_constant_weights still runs
+        return model
+    try:
+        irm = ir.serde.deserialize_model(model)
+        _constant_folding.fold_constants(irm, input_size_limit=MAX_TENSOR_ELEMENTS,
+                                         output_size_limit=MAX_TENSOR_ELEMENTS)
+        return ir.serde.serialize_model(irm)
+    except Exception:  # a folding hiccup must not stop compilation; our own pass covers weights
+        return model
+
+
+_FOLDABLE = ("Identity", "Transpose", "Reshape", "Constant", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_float", "value_int"):
+            return np.array(helper.get_attribute_value(attr),
+                            dtype=np.float32 if attr.name == "value_float" else np.int64)
+        if attr.name in ("value_floats", "value_ints"):
+            return np.array(helper.get_attribute_value(attr),
+                            dtype=np.float32 if attr.name == "value_floats" else np.int64)
+    return None
+
+
+def fold_constant_weights(model: onnx.ModelProto) -> None:
+    """Replace Identity/Transpose/Reshape/Constant nodes whose inputs are all constant by initializers.
+
+    In place, one pass in node order (exporters emit nodes topologically). This is the guarantee the
+    partitioner relies on: a weight reached through such a chain is an initializer afterwards.
+    """
+    g = model.graph
+    consts: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
+    keep: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    for node in g.node:
+        value = None
+        if node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            ins = [i for i in node.input if i]
+            if all(i in consts for i in ins):
+                arrs = [numpy_helper.to_array(consts[i]) for i in ins]
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                if node.op_type == "Constant":
+                    value = _constant_value(node)
+                elif node.op_type == "Identity":
+                    value = arrs[0]
+                elif node.op_type == "Transpose":
+                    value = np.transpose(arrs[0], attrs.get("perm"))
+                elif node.op_type == "Reshape" and len(arrs) == 2:
+                    shape = [int(s) for s in arrs[1]]
+                    if not attrs.get("allowzero", 0):
+                        shape = [arrs[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+                    value = arrs[0].reshape(shape)
+                elif node.op_type == "Flatten":
+                    axis = attrs.get("axis", 1) % max(arrs[0].ndim, 1)
+                    value = arrs[0].reshape(int(np.prod(arrs[0].shape[:axis])), -1)
+                elif node.op_type in ("Squeeze", "Unsqueeze") and len(arrs) == 2:
+                    axes = tuple(int(a) for a in arrs[1])
+                    value = (np.squeeze(arrs[0], axes) if node.op_type == "Squeeze"
+                             else np.expand_dims(arrs[0], axes))
+        if value is None:
+            keep.append(node)
+            continue
+        t = numpy_helper.from_array(np.ascontiguousarray(value), node.output[0])
+        consts[t.name] = t
+        new_inits.append(t)
+    if new_inits:
+        del g.node[:]
+        g.node.extend(keep)
+        g.initializer.extend(new_inits)
+
+
+def needs_general_folding(model: onnx.ModelProto) -> bool:
+    """True when some node is foldable beyond our own pass (so the onnxscript import is worth it)."""
+    consts = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        ins = [i for i in node.input if i]
+        if node.op_type == "Shape" or (node.op_type != "Constant" and ins and all(i in consts for i in ins)):
+            return True
+        if node.op_type == "Constant":
+            consts.update(node.output)
+    return False
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique, non-empty name (layer names in reports and ``--digital``)."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+
+
+def infer_shapes(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """Fresh shape inference (stale exporter/folder value_info dropped first, it can contradict)."""
+    del model.graph.value_info[:]
+    try:
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # InferenceError or C++ RuntimeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AcompileError(f"{label}: shape inference failed: {first}") from None
+
+
+def load_and_normalize(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read, validate, convert opset, fold constant weight paths, infer shapes. BN stays a node."""
+    label = repr(str(path))
+    model = read_model(path)
+    model = convert_opset(model, label)
+    fold_constant_weights(model)
+    if needs_general_folding(model):  # e.g. dynamo exports: Shape/Expand/CastLike chains
+        model = fold_with_onnxscript(model)
+        fold_constant_weights(model)
+    name_nodes(model)
+    model = infer_shapes(model, label)
+    check_sizes(model)
+    return model

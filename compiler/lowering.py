@@ -1,0 +1,153 @@
+"""Per-op lowerers (a registry, onnx2torch style): how an ONNX node becomes an analog crossbar layer.
+
+A lowerer looks at one node and either returns a Lowering (the weight matrix W [rows=fan-in,
+cols=fan-out], MVMs per inference, attributes of the ai.acompile node) or a string: the reason the node
+stays digital. Problems the user must fix (a Conv whose weight is not constant, unresolvable spatial
+shapes) raise AcompileError naming the node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from compiler.errors import AcompileError
+from compiler.graph import GraphInfo
+
+DOMAIN = "ai.acompile"
+
+
+@dataclass
+class Lowering:
+    """What the artifact writer needs to replace one node by an ai.acompile node."""
+
+    op_type: str  # "AnalogConv" | "AnalogMatMul"
+    W: np.ndarray  # [rows, cols] float32, the original weights exactly
+    x: str  # input activation tensor name
+    bias: str | None  # bias tensor name (kept as is; digital)
+    attrs: dict[str, Any]
+    mvms: int  # tile MVMs per inference per block (output positions, batch 1)
+    transpose_x: bool = False  # Gemm transA=1: a digital Transpose in front
+    weight_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _where(node: onnx.NodeProto) -> str:
+    return f"node {node.name!r} ({node.op_type})"
+
+
+def _need_const(node: onnx.NodeProto, info: GraphInfo, idx: int) -> np.ndarray:
+    name = node.input[idx] if len(node.input) > idx else ""
+    value = info.const(name) if name else None
+    if value is None:
+        raise AcompileError(f"{_where(node)}: weight input {name!r} is not a constant; analog layers need "
+                            f"constant weights (use --digital {node.name} to keep it digital)")
+    return value
+
+
+def _positions(node: onnx.NodeProto, dims: list | None, what: str) -> int:
+    if dims is None or any(not isinstance(d, int) or d <= 0 for d in dims):
+        raise AcompileError(f"{_where(node)}: cannot resolve the {what} shape {dims} (dynamic shapes); "
+                            "analog layers need static spatial/sequence dims (a symbolic batch is fine)")
+    return int(math.prod(dims))
+
+
+def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+    w = _need_const(node, info, 1)
+    a = _attrs(node)
+    group = int(a.get("group", 1))
+    if group != 1:
+        kind = "depthwise" if group == w.shape[0] and w.shape[1] == 1 else "grouped"
+        return (f"{kind} conv (group={group}): digital by target policy grouped_conv="
+                f"{target['mapping']['grouped_conv']} (block-diagonal tiles would waste most cells)")
+    if w.ndim < 3:
+        raise AcompileError(f"{_where(node)}: weight has rank {w.ndim}, expected >= 3")
+    c_out = w.shape[0]
+    kernel = list(w.shape[2:])
+    nsp = len(kernel)
+    strides = list(a.get("strides", [1] * nsp))
+    dil = list(a.get("dilations", [1] * nsp))
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    x_shape = info.shape(node.input[0])
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        in_sp = x_shape[2:] if x_shape else None
+        _positions(node, in_sp, "input spatial")
+        begins, ends = [], []
+        for i in range(nsp):
+            out = -(-in_sp[i] // strides[i])
+            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - in_sp[i], 0)
+            small = total // 2
+            big = total - small
+            begins.append(small if auto_pad == "SAME_UPPER" else big)
+            ends.append(big if auto_pad == "SAME_UPPER" else small)
+        pads = begins + ends
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nsp)
+    else:
+        pads = list(a.get("pads", [0] * (2 * nsp)))
+    y_shape = info.shape(node.output[0])
+    out_sp = y_shape[2:] if y_shape and len(y_shape) == nsp + 2 else None
+    if out_sp is None or any(not isinstance(d, int) or d <= 0 for d in out_sp):
+        in_sp = x_shape[2:] if x_shape else None
+        _positions(node, in_sp, "input spatial")
+        out_sp = [(in_sp[i] + pads[i] + pads[i + nsp] - dil[i] * (kernel[i] - 1) - 1) // strides[i] + 1
+                  for i in range(nsp)]
+    mvms = _positions(node, out_sp, "output spatial")
+    W = np.ascontiguousarray(w.reshape(c_out, -1).T.astype(np.float32, copy=False))
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dil, "group": 1,
+             "orig_op": "Conv"}
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    return Lowering("AnalogConv", W, node.input[0], bias, attrs, mvms, weight_name=node.input[1])
+
+
+def _row_positions(node: onnx.NodeProto, info: GraphInfo, x: str) -> int:
+    shape = info.shape(x)
+    if shape is None or len(shape) <= 2:
+        return 1  # [batch, K] or [K]: one MVM per inference
+    return _positions(node, shape[1:-1], "input leading (non-batch)")
+
+
+def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+    b = _need_const(node, info, 1)
+    a = _attrs(node)
+    if b.ndim != 2:
+        raise AcompileError(f"{_where(node)}: weight has rank {b.ndim}, expected 2")
+    W = b.T if a.get("transB", 0) else b
+    W = np.ascontiguousarray(W.astype(np.float32, copy=False))
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    attrs = {"alpha": float(a.get("alpha", 1.0)), "beta": float(a.get("beta", 1.0)), "orig_op": "Gemm"}
+    return Lowering("AnalogMatMul", W, node.input[0], bias, attrs, 1,
+                    transpose_x=bool(a.get("transA", 0)), weight_name=node.input[1])
+
+
+def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+    a_const = info.const(node.input[0])
+    b = info.const(node.input[1])
+    if b is None:
+        if a_const is not None:
+            return "constant on the left of MatMul (W @ x): kept digital"
+        return "MatMul of two activations (no constant weight): digital"
+    if b.ndim != 2:
+        return f"MatMul with a rank-{b.ndim} constant (batched weights): digital"
+    W = np.ascontiguousarray(b.astype(np.float32, copy=False))
+    mvms = _row_positions(node, info, node.input[0])
+    attrs = {"alpha": 1.0, "beta": 1.0, "orig_op": "MatMul"}
+    return Lowering("AnalogMatMul", W, node.input[0], None, attrs, mvms, weight_name=node.input[1])
+
+
+LOWERERS: dict[str, Callable[[onnx.NodeProto, GraphInfo, dict], Lowering | str]] = {
+    "Conv": lower_conv,
+    "Gemm": lower_gemm,
+    "MatMul": lower_matmul,
+}

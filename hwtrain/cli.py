@@ -1,0 +1,212 @@
+"""`acompile train`: hardware-aware / plain training of a zoo model, or in-memory training (delegated).
+
+Imports only click at module level; torch and the training code load when the command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import click
+
+from compiler.errors import AcompileError
+
+HWA_ALGORITHMS = ("hwa", "plain")
+INMEMORY_ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad")
+ETA_DEFAULT = (
+    0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020); kept literal so --help needs no torch
+)
+CLIP_DEFAULT = 2.5  # runtime.physics.constants.HWA_CLIP_ALPHA
+
+
+def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, float]:
+    params: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AcompileError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            raise AcompileError(f"--param {key}: value must be a number, got {value!r}") from None
+    if offset is not None:
+        params["offset"] = offset
+    return params
+
+
+@click.command("train")
+@click.argument("model_name", metavar="MODEL")
+@click.option(
+    "--dataset", "dataset", default=None, help="mnist, fashion-mnist, cifar10, ... (default: the model's)"
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(HWA_ALGORITHMS + INMEMORY_ALGORITHMS),
+    default="hwa",
+    show_default=True,
+    help="hwa / plain (noise 0, clip off) train in torch; the rest train in memory",
+)
+@click.option("--epochs", type=int, default=None, help="default: 10 for mlp/lenet5, 200 for resnet32")
+@click.option(
+    "--noise", type=float, default=None, help=f"HWA weight noise eta (x max|W|)  [default: {ETA_DEFAULT}]"
+)
+@click.option(
+    "--noise-shape",
+    type=click.Choice(["gaussian", "pcm"]),
+    default="gaussian",
+    show_default=True,
+    help="pcm: std follows the PCM programming-noise curve",
+)
+@click.option(
+    "--clip",
+    type=float,
+    default=None,
+    help=f"clip weights to k*std(W) after each step, 0 = off  [default: {CLIP_DEFAULT}]",
+)
+@click.option(
+    "--dac-bits", type=int, default=0, show_default=True, help="straight-through input quantization"
+)
+@click.option(
+    "--adc-bits", type=int, default=0, show_default=True, help="straight-through output quantization"
+)
+@click.option("--lr", type=float, default=None, help="peak learning rate (default per model)")
+@click.option("--batch-size", type=int, default=None, help="default per model")
+@click.option("--weight-decay", type=float, default=None, help="default per model")
+@click.option(
+    "--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", "data_root", type=click.Path(), default=None, help="data folder or .npz")
+@click.option(
+    "-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="write the ONNX here"
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="write metrics JSON")
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False), default=None, help="save .npz after every epoch"
+)
+@click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a checkpoint")
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="start from trained weights (.onnx or checkpoint)",
+)
+@click.option("--limit", type=int, default=None, help="train on the first N images only (smoke tests)")
+@click.option("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
+@click.option("--compute", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--device",
+    "device_model",
+    type=click.Choice(["pcm", "softbounds", "linear"]),
+    default="pcm",
+    show_default=True,
+    help="device model for in-memory algorithms",
+)
+@click.option("--offset", type=float, default=None, help="reference offset spread (in-memory, Tiki-Taka)")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="in-memory algorithm parameter")
+def train_cmd(
+    model_name: str,
+    dataset: str | None,
+    algorithm: str,
+    epochs: int | None,
+    noise: float | None,
+    noise_shape: str,
+    clip: float | None,
+    dac_bits: int,
+    adc_bits: int,
+    lr: float | None,
+    batch_size: int | None,
+    weight_decay: float | None,
+    schedule: str,
+    seed: int,
+    data_root: str | None,
+    out: str | None,
+    json_path: str | None,
+    checkpoint: str | None,
+    resume: str | None,
+    limit: int | None,
+    init: str | None,
+    eval_limit: int | None,
+    compute: str,
+    device_model: str,
+    offset: float | None,
+    params: tuple[str, ...],
+) -> None:
+    """Train MODEL (mlp, lenet5, resnet32) hardware-aware and export it to ONNX with its recipe.
+
+    \b
+      acompile train mlp --dataset mnist --epochs 10 -o models/mlp-mnist.onnx
+      acompile train resnet32 --dataset cifar10 --noise 0.04 --clip 2.5 --epochs 200 --compute cuda \\
+          -o models/resnet32-cifar10-hwa.onnx
+      acompile train mlp --dataset mnist --algorithm mixed-precision --device pcm --epochs 20
+    """
+    parsed = _parse_params(params, offset)
+    if algorithm in INMEMORY_ALGORITHMS:
+        from hwtrain.inmemory.run import train_inmemory
+
+        if dataset is None:
+            from models.zoo import default_dataset
+
+            dataset = default_dataset(model_name)
+        metrics = train_inmemory(
+            model_name,
+            dataset,
+            algorithm,
+            device_model,
+            epochs if epochs is not None else 10,
+            params=parsed,
+            batch_size=batch_size or 64,
+            lr=lr,
+            seed=seed,
+            out=Path(out) if out else None,
+            json_path=Path(json_path) if json_path else None,
+            resume=Path(resume) if resume else None,
+            compute=compute,
+        )
+        if metrics and not json_path:
+            click.echo(json.dumps(metrics, indent=1, default=str))
+        return
+    if parsed:
+        raise AcompileError(
+            "--param/--offset apply to in-memory algorithms only, not to --algorithm " + algorithm
+        )
+    from hwtrain.run import run_training
+
+    run_training(
+        model_name,
+        dataset=dataset,
+        algorithm=algorithm,
+        epochs=epochs,
+        noise=noise,
+        noise_shape=noise_shape,
+        clip=clip,
+        dac_bits=dac_bits,
+        adc_bits=adc_bits,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        seed=seed,
+        data_root=data_root,
+        out=out,
+        json_path=json_path,
+        checkpoint=checkpoint,
+        resume=resume,
+        limit=limit,
+        init=init,
+        eval_limit=eval_limit,
+        compute=compute,
+    )
+
+
+def command_line(model: str, options: dict) -> str:
+    """The fully resolved `acompile train ...` line that reproduces a run (stored in the recipe)."""
+    parts = ["acompile", "train", model]
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "-o" if key == "out" else "--" + key.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)

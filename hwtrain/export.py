@@ -1,0 +1,124 @@
+"""Export a trained torch model to ONNX that acompile can compile and evaluate without extra flags.
+
+The graph keeps BatchNormalization as nodes (the runtime's BN-based drift compensation re-estimates
+their statistics), the batch dimension is dynamic, and the metadata carries how inputs are preprocessed
+(`acompile.preprocessing`) and how the model was trained (`acompile.recipe`). Every export is checked
+against the torch model with onnxruntime, so a silently wrong file never leaves this function.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from compiler.errors import AcompileError
+from runtime.data import PREPROCESSING_KEY, Preprocessing
+
+RECIPE_KEY = "acompile.recipe"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+TOLERANCE = 1e-4
+
+
+def _plain_eval_copy(model: nn.Module) -> nn.Module:
+    from hwtrain.noise import strip_hwa
+
+    plain = copy.deepcopy(model).cpu()
+    strip_hwa(plain)
+    return plain.eval()
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    example_input: torch.Tensor,
+    preprocessing: Preprocessing,
+    recipe: dict,
+    opset: int = 17,
+) -> Path:
+    """Write `model` (eval mode, HWA hooks stripped, clean weights) to `path`; return the path.
+
+    Uses the TorchScript exporter with TrainingMode.PRESERVE and no constant folding: the eval-mode
+    peephole of the exporter would otherwise fold BN into the preceding Conv.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = _plain_eval_copy(model)
+    x = example_input.detach().cpu().float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            plain,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=False,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    proto = onnx.load(str(path))
+    _inline_identity_initializers(proto.graph)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    meta[PREPROCESSING_KEY] = preprocessing.to_json()
+    meta[RECIPE_KEY] = json.dumps(recipe, sort_keys=True, default=str)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "acompile.hwtrain"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    verify_onnx(plain, path, x)
+    return path
+
+
+def _inline_identity_initializers(graph: onnx.GraphProto) -> None:
+    """The exporter de-duplicates equal tensors (e.g. untrained BN scales) into Identity nodes over one
+    initializer; give each consumer its own initializer instead, so the graph holds only real ops."""
+    inits = {t.name: t for t in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy_ = onnx.TensorProto()
+            copy_.CopyFrom(inits[node.input[0]])
+            copy_.name = node.output[0]
+            graph.initializer.append(copy_)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def verify_onnx(model: nn.Module, path: str | os.PathLike, x: torch.Tensor, tol: float = TOLERANCE) -> float:
+    """Max |onnxruntime - torch| on x and on a batch of a different size (checks the dynamic batch dim)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in (x, torch.cat([x, x[:1]], 0)):
+        with torch.no_grad():
+            ref = model(batch).numpy()
+        got = sess.run(None, {INPUT_NAME: batch.numpy().astype(np.float32)})[0]
+        if got.shape != ref.shape:
+            raise AcompileError(f"exported {path}: output shape {got.shape} != torch {ref.shape}")
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if worst > tol:
+        raise AcompileError(f"exported {path} differs from the torch model by {worst:.2e} (> {tol:.0e})")
+    return worst
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata_props of an ONNX file as a dict (preprocessing and recipe are JSON strings)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}

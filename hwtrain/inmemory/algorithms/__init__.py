@@ -1,0 +1,1 @@
+"""Per-layer in-memory update rules: each owns its array(s) and turns (x, grad) into device pulses."""

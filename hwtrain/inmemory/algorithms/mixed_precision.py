@@ -1,0 +1,80 @@
+"""Mixed-precision in-memory training (Nandakumar et al., ISCAS 2018; Front. Neurosci. 2020).
+
+The gradient is accumulated digitally in high precision, only its coarse part goes to the PCM:
+    chi += lr * d (x) x              (d = -dL/dy; summed over the minibatch)
+    p    = trunc(chi / eps)           (eps = mean conductance change of one SET pulse, in weight units)
+    p > 0: p SET pulses on G+;  p < 0: |p| SET pulses on G-;   chi -= p * eps
+    refresh a pair when a device saturates (RESET both, re-write the difference on one).
+The papers update per sample; we accumulate chi per minibatch (same rule with the summed gradient) and
+apply pulses once per minibatch, which is what makes an epoch take seconds.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from compiler.errors import AcompileError
+from runtime.physics.pcm_pulse import PCMDifferentialPair, PCMPulseConfig, mean_pulse_increment
+
+
+class MixedPrecisionRule:
+    """One layer: a PCM differential pair per weight + the digital chi accumulator."""
+
+    def __init__(
+        self,
+        w_init: torch.Tensor,
+        *,
+        w_max: float,
+        gen: torch.Generator | None,
+        cfg: PCMPulseConfig | None = None,
+        eps_scale: float = 1.0,
+        read_noise: bool = True,
+        refresh_every: int = 1,
+    ) -> None:
+        if w_max <= 0:
+            raise AcompileError(f"mixed-precision: parameter 'w_max' must be > 0, got {w_max}")
+        if eps_scale <= 0:
+            raise AcompileError(f"mixed-precision: parameter 'eps' must be > 0, got {eps_scale}")
+        self.cfg = cfg or PCMPulseConfig()
+        self.w_scale = float(w_max)
+        self.pair = PCMDifferentialPair(tuple(w_init.shape), w_max / self.cfg.g_max, self.cfg, gen,
+                                        w_init.device)
+        self.pair.program(w_init)
+        self.eps = eps_scale * mean_pulse_increment(self.cfg) * self.pair.w_per_us
+        self.chi = torch.zeros_like(w_init)
+        self.read_noise = read_noise
+        self.refresh_every = max(int(refresh_every), 1)
+        self.steps = 0
+        self.pulses = 0
+        # optional bookkeeping for the conservation check: accumulated == applied + chi
+        self.track = False
+        self.accumulated = torch.zeros_like(w_init)
+        self.applied = torch.zeros_like(w_init)
+
+    def read(self, noisy: bool = True) -> torch.Tensor:
+        return self.pair.read(read_noise=noisy and self.read_noise)
+
+    def weights(self) -> torch.Tensor:
+        return self.pair.weights()
+
+    def step(self, x: torch.Tensor, grad_out: torch.Tensor, lr: float) -> None:
+        update = grad_out.T @ x
+        update *= -lr
+        self.chi += update
+        p = torch.trunc(self.chi / self.eps)
+        self.chi.addcmul_(p, torch.full((), self.eps, dtype=p.dtype, device=p.device), value=-1.0)
+        if self.track:
+            self.accumulated += update
+            self.applied += p * self.eps
+        touched = self.pair.apply_pulses(p)
+        self.pulses += int(p.abs().sum())
+        self.steps += 1
+        if self.steps % self.refresh_every == 0:
+            self.pair.refresh(touched if self.refresh_every == 1 else None)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self.pair.state_dict(), "chi": self.chi}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.pair.load_state_dict(state)
+        self.chi = state["chi"].clone()

@@ -1,0 +1,91 @@
+"""The `--param NAME=VALUE` vocabulary of in-memory training, with defaults, checks and sources."""
+
+from __future__ import annotations
+
+from compiler.errors import AcompileError
+from runtime.physics import constants as C
+
+ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32")
+DEVICES = ("pcm", "softbounds", "linear", "ideal")
+
+# name -> (default, check, meaning)
+PARAMS: dict[str, tuple[float | None, str, str]] = {
+    # RPU step devices (Gokmen & Vlasov 2016; Rasch 2023)
+    "states": (None, ">1", "number of states over [-w_bound, w_bound] (sets dw_min)"),
+    "dw_min": (C.TT_DW_MIN, ">0", "RPU step size in weight units"),
+    "w_bound": (C.TT_W_BOUND, ">0", "RPU weight bound"),
+    "asymmetry": (0.0, "(-1,1)", "up/down step asymmetry a: dw_up = dw_min(1+a), dw_down = dw_min(1-a)"),
+    "d2d": (0.0, ">=0", "device-to-device relative variation of dw_min and bounds"),
+    "c2c": (0.0, ">=0", "cycle-to-cycle relative noise of each step"),
+    "offset": (0.0, ">=0", "std of the per-device symmetry point (= reference offset for TTv2)"),
+    "bl": (float(C.RPU_BL), ">=1", "stochastic pulse-train bit length BL"),
+    # Tiki-Taka family
+    "lr_h": (0.05, ">0", "transfer rate into H (Tiki-Taka family)"),
+    "lr_a": (1.0, ">0", "gradient rate on A relative to lr (Tiki-Taka family)"),
+    "p_flip": (C.TT_CHOPPER_FLIP_PROB, "[0,1]", "chopper flip probability per column read"),
+    "n_cols": (0.0, ">=0", "columns of A read per update (0 = batch size)"),
+    # mixed precision (PCM)
+    "w_max": (0.3, ">0", "weight represented by G_max on one side of the pair"),
+    "w_max_out": (0.0, ">=0", "w_max of the output layer (0 = same as w_max); its weights grow larger"),
+    "eps": (1.0, ">0", "eps as a multiple of the mean SET increment"),
+    "pcm_noise": (1.0, ">=0", "scale of the SET-pulse increment std (1 = published)"),
+    "refresh_every": (1.0, ">=1", "updates between saturation checks"),
+    # periphery and reads
+    "read_noise": (1.0, ">=0", "PCM read noise on (1) / off (0); for RPU arrays the column-read noise"),
+    "out_noise": (C.OUT_NOISE, ">=0", "additive MVM output noise (normalized units)"),
+    "dac_bits": (float(C.DAC_BITS), ">=0", "DAC bits (0 = none)"),
+    "adc_bits": (float(C.ADC_BITS), ">=0", "ADC bits (0 = none)"),
+    "periphery": (1.0, "[0,1]", "1 = forward/backward through DAC/ADC/noise, 0 = exact MVMs"),
+    # data / schedule
+    "limit": (0.0, ">=0", "use only the first N training images (0 = all)"),
+    "test_limit": (0.0, ">=0", "use only the first N test images (0 = all)"),
+    "lr_decay": (1.0, ">0", "multiply lr by this after every epoch"),
+}
+
+
+def _ok(value: float, check: str) -> bool:
+    if check == ">0":
+        return value > 0
+    if check == ">1":
+        return value > 1
+    if check == ">=0":
+        return value >= 0
+    if check == ">=1":
+        return value >= 1
+    if check == "(-1,1)":
+        return -1 < value < 1
+    if check == "[0,1]":
+        return 0 <= value <= 1
+    raise AssertionError(check)
+
+
+def resolve(params: dict[str, float] | None) -> dict[str, float]:
+    """Defaults filled in; unknown names and out-of-range values are AcompileErrors naming the param."""
+    out = {k: v[0] for k, v in PARAMS.items()}
+    for name, value in (params or {}).items():
+        if name not in PARAMS:
+            raise AcompileError(f"unknown in-memory training parameter {name!r}; known: {', '.join(PARAMS)}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as exc:
+            raise AcompileError(f"parameter '{name}' must be a number, got {value!r}") from exc
+        check = PARAMS[name][1]
+        if not _ok(value, check):
+            raise AcompileError(f"parameter '{name}' must be {check.replace('>', '> ')}, got {value:g} "
+                                f"({PARAMS[name][2]})")
+        out[name] = value
+    return out
+
+
+def parse_assignments(text: str) -> dict[str, float]:
+    """'a=1,b=2' -> {'a': 1.0, 'b': 2.0} (used by the CLI)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise AcompileError(f"parameter {item!r} must look like NAME=VALUE")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as exc:
+            raise AcompileError(f"parameter '{name.strip()}' must be a number, got {value!r}") from exc
+    return out

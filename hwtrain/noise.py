@@ -1,0 +1,231 @@
+"""Hardware-aware training building blocks (Joshi et al. 2020), droppable into any torch model.
+
+    cfg = HWAConfig(noise=0.038, clip=2.5)
+    apply_hwa(model, cfg)            # every Conv2d / Linear gets forward-only weight noise (+ DAC/ADC)
+    ... loss.backward(); opt.step(); clip_weights_(model, cfg.clip)
+    strip_hwa(model)                 # back to a plain model (clean weights), e.g. before ONNX export
+
+Why forward-only noise: the network learns weights whose function is flat under the perturbation that
+PCM programming causes, while the optimizer keeps updating the clean weights (the noise is resampled
+each forward pass, no gradient flows into it). Clipping to k * std(W) keeps the weight distribution
+compact so that max|W| (which sets the conductance scale G = |W| g_max / max|W|) is not driven by outliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from compiler.errors import AcompileError
+from runtime.physics import constants as C
+from runtime.physics.pcm import prog_noise_std
+from runtime.physics.periphery import quantize_ste
+
+ANALOG_TYPES = (nn.Conv2d, nn.Linear)
+NOISE_SHAPES = ("gaussian", "pcm")
+
+
+@dataclass
+class HWAConfig:
+    """What the forward pass of a hardware-aware model sees.
+
+    noise: eta; additive Gaussian weight noise with std = eta * max|W| per layer (0 = off; Joshi 0.038).
+    noise_shape: "gaussian" (uniform std as above) or "pcm": std per weight follows the PCM programming
+        noise curve prog_noise_std(|W| / max|W| * g_max), in weight units, scaled by eta / 0.038 (so the
+        Joshi eta gives exactly the physical programming noise of the shared model).
+    clip: k; after each optimizer step weights are clipped to [-k std(W), k std(W)] (0 = off).
+    dac_bits / adc_bits: straight-through quantization of layer inputs / outputs (0 = off). The input
+        range is a running max of |x| per layer; outputs are quantized in normalized units
+        (x / input_range) @ (W / max|W|) over +-out_bound, as the tiles of the runtime do.
+    out_noise: additive output noise std in normalized units (0 = off).
+    """
+
+    noise: float = C.HWA_ETA_TRAIN
+    noise_shape: str = "gaussian"
+    clip: float = C.HWA_CLIP_ALPHA
+    dac_bits: int = 0
+    adc_bits: int = 0
+    out_bound: float = C.OUT_BOUND
+    out_noise: float = 0.0
+    g_max: float = C.PCM_G_MAX
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.noise < 1.0):
+            raise AcompileError(f"--noise must be in [0, 1) (fraction of max|W|), got {self.noise}")
+        if self.clip < 0:
+            raise AcompileError(f"--clip must be >= 0 (0 = off), got {self.clip}")
+        if self.noise_shape not in NOISE_SHAPES:
+            raise AcompileError(f"noise shape must be one of {NOISE_SHAPES}, got {self.noise_shape!r}")
+        for key in ("dac_bits", "adc_bits"):
+            bits = getattr(self, key)
+            if bits != 0 and not 2 <= bits <= 16:
+                raise AcompileError(f"{key} must be 0 (off) or 2..16, got {bits}")
+        if self.out_bound <= 0 or self.out_noise < 0:
+            raise AcompileError("out_bound must be > 0 and out_noise >= 0")
+
+    @classmethod
+    def plain(cls) -> HWAConfig:
+        """No hardware awareness at all: the digital baseline to compare against."""
+        return cls(noise=0.0, clip=0.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def weight_noise_std(w: torch.Tensor, cfg: HWAConfig) -> torch.Tensor:
+    """Std of the injected noise for each weight (a scalar tensor for the gaussian shape)."""
+    w_max = w.detach().abs().max().clamp(min=1e-12)
+    if cfg.noise_shape == "gaussian":
+        return cfg.noise * w_max
+    g = w.detach().abs() / w_max * cfg.g_max
+    return (cfg.noise / C.HWA_ETA_TRAIN) * prog_noise_std(g, cfg.g_max) / cfg.g_max * w_max
+
+
+class WeightNoise(nn.Module):
+    """Parametrization: W -> W + N(0, std(W)^2) in training mode, identity in eval mode.
+
+    The noise is detached, so the gradient reaches the clean weight unchanged (forward-only noise).
+    """
+
+    def __init__(self, cfg: HWAConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.cfg.noise <= 0:
+            return w
+        std = weight_noise_std(w, self.cfg)
+        return w + (torch.randn_like(w) * std).detach()
+
+
+class Periphery:
+    """Forward hooks emulating the tile periphery: DAC on the input, ADC (+ output noise) on the output."""
+
+    momentum = 0.1
+
+    def __init__(self, cfg: HWAConfig) -> None:
+        self.cfg = cfg
+
+    def attach(self, module: nn.Module) -> list:
+        module.register_buffer("hwa_input_range", torch.zeros(()), persistent=False)
+        return [module.register_forward_pre_hook(self.pre), module.register_forward_hook(self.post)]
+
+    def _range(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        r = module.hwa_input_range
+        if module.training:
+            batch_max = x.detach().abs().max()
+            r = batch_max if r <= 0 else (1 - self.momentum) * r + self.momentum * batch_max
+            module.hwa_input_range = r
+        return r.clamp(min=1e-8)
+
+    def pre(self, module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        r = self._range(module, x)
+        if self.cfg.dac_bits:
+            x = quantize_ste(x / r, self.cfg.dac_bits, 1.0) * r
+        return (x, *args[1:])
+
+    def post(self, module: nn.Module, args: tuple, y: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.adc_bits and self.cfg.out_noise <= 0:
+            return y
+        bias = module.bias
+        if bias is not None:
+            shape = (1, -1) + (1,) * (y.dim() - 2) if isinstance(module, nn.Conv2d) else (-1,)
+            y = y - bias.view(shape)
+        w_max = clean_weight(module).detach().abs().max().clamp(min=1e-12)
+        scale = module.hwa_input_range.clamp(min=1e-8) * w_max
+        y_n = y / scale
+        if self.cfg.out_noise > 0 and module.training:
+            y_n = y_n + self.cfg.out_noise * torch.randn_like(y_n)
+        if self.cfg.adc_bits:
+            y_n = quantize_ste(y_n, self.cfg.adc_bits, self.cfg.out_bound)
+        y = y_n * scale
+        return y if bias is None else y + bias.view(shape)
+
+
+def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers a crossbar would hold: every Conv2d and Linear."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ANALOG_TYPES)]
+
+
+def apply_hwa(model: nn.Module, cfg: HWAConfig) -> nn.Module:
+    """Make every Conv2d/Linear of `model` hardware-aware in place (idempotent: re-applying replaces)."""
+    strip_hwa(model)
+    for _, m in analog_layers(model):
+        if cfg.noise > 0:
+            parametrize.register_parametrization(m, "weight", WeightNoise(cfg))
+        if cfg.dac_bits or cfg.adc_bits or cfg.out_noise > 0:
+            m._hwa_hooks = Periphery(cfg).attach(m)
+    model._hwa_config = cfg
+    return model
+
+
+def strip_hwa(model: nn.Module) -> nn.Module:
+    """Remove what apply_hwa added, keeping the clean weights: a plain model again (in place)."""
+    for _, m in analog_layers(model):
+        if parametrize.is_parametrized(m, "weight"):
+            _unparametrize_weight(m)
+        for h in getattr(m, "_hwa_hooks", []):
+            h.remove()
+        if hasattr(m, "_hwa_hooks"):
+            del m._hwa_hooks
+            del m.hwa_input_range
+    if hasattr(model, "_hwa_config"):
+        del model._hwa_config
+    return model
+
+
+def _unparametrize_weight(m: nn.Module) -> None:
+    """Like parametrize.remove_parametrizations(leave_parametrized=False) for our one parametrization,
+    but without `delattr` on the generated class: a deepcopy shares that class with the original, and
+    torch's version would break the other copy. The clean weight Parameter object is kept (optimizers
+    holding it stay valid)."""
+    original = m.parametrizations.weight.original
+    if len(m.parametrizations) != 1 or len(m.parametrizations.weight) != 1:
+        raise RuntimeError("strip_hwa: layer has parametrizations other than HWA noise")
+    del m._modules["parametrizations"]
+    m.__class__ = m.__class__.__bases__[0]
+    m.register_parameter("weight", original)
+
+
+def clean_weight(module: nn.Module) -> torch.Tensor:
+    """The trainable (noise-free) weight parameter of a possibly parametrized layer."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+@torch.no_grad()
+def clip_weights_(model: nn.Module, k: float) -> None:
+    """Clip every analog layer's clean weights to [-k std(W), k std(W)] in place (k <= 0: no-op)."""
+    if k <= 0:
+        return
+    for _, m in analog_layers(model):
+        w = clean_weight(m)
+        bound = k * w.std()
+        w.clamp_(-bound, bound)
+
+
+def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict with parametrized names mapped back to plain ones (`fc1.weight`), for checkpoints."""
+    out = {}
+    for key, value in model.state_dict().items():
+        out[key.replace("parametrizations.weight.original", "weight")] = value
+    return out
+
+
+def load_clean_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of clean_state_dict: load plain names into a model that may carry HWA parametrizations."""
+    own = model.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        alt = key[: -len("weight")] + "parametrizations.weight.original" if key.endswith("weight") else key
+        mapped[alt if alt in own and key not in own else key] = value
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise AcompileError(
+            f"checkpoint does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )

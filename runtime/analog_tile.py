@@ -1,0 +1,388 @@
+"""Analog tile layers: the ai.acompile nodes run under simulated PCM physics.
+
+An `AnalogLayer` holds one mapped weight matrix. Per simulated chip it is programmed once
+(`program`), then for each time point `set_time` derives normalized effective weights from that
+programmed state and folds them into conv kernels / matrices per row block, so a batch costs one
+conv (or matmul) per row block plus element-wise DAC / ADC / noise. Normalized units follow
+CONTRACTS §4: x_n = x / r (DAC), w_n = (G+ - G-) / g_max, y_n = x_n @ w_n (ADC, output noise), then
+y = y_n * r * g_max / G_SCALE * alpha + B. A converter with 0 bits is ideal: no quantization, no clamp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+import torch
+import torch.nn.functional as F
+
+from compiler.errors import AcompileError
+from runtime.ops import NodeInfo
+from runtime.ops.nn import torch_pad
+from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
+from runtime.physics.periphery import levels
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@dataclass
+class AnalogSettings:
+    """Everything the tiles need from the target, plus the emulator's own switches."""
+
+    device_model: str = "pcm"  # "pcm" | "ideal"
+    pcm: PCMConfig = field(default_factory=PCMConfig)
+    devices_per_weight: int = 2
+    dac_bits: int = 8
+    input_range: float | None = None  # None: calibrated per layer
+    adc_bits: int = 8
+    out_bound: float = 10.0
+    out_noise: float = 0.04
+    read_noise_mode: str = "time"  # "time": one sample per (chip, t) (aihwkit); "read": per MVM
+    calib_percentile: float = 99.99
+
+    @property
+    def exact(self) -> bool:
+        """True when the tile computes x @ W exactly (target ideal)."""
+        return (self.device_model == "ideal" and self.dac_bits == 0 and self.adc_bits == 0
+                and self.out_noise == 0)
+
+    @classmethod
+    def from_target(cls, target: dict[str, Any], **overrides: Any) -> AnalogSettings:
+        """Settings from the resolved target JSON (CONTRACTS §4) and CLI overrides (None = keep)."""
+        dev, per, tile = target.get("device", {}), target.get("periphery", {}), target.get("tile", {})
+        ir = per.get("input_range", "calibrated")
+        kw: dict[str, Any] = dict(
+            device_model=str(dev.get("model", "pcm")),
+            devices_per_weight=int(tile.get("devices_per_weight", 2)),
+            dac_bits=int(per.get("dac_bits", 8)), input_range=None if ir == "calibrated" else float(ir),
+            adc_bits=int(per.get("adc_bits", 8)), out_bound=float(per.get("out_bound", 10.0)),
+            out_noise=float(per.get("out_noise", 0.04)))
+        pcm = dict(g_max=float(dev.get("g_max", 25.0)), g_min=float(dev.get("g_min", 0.0)),
+                   t0=float(dev.get("t0", 20.0)), t_read=float(dev.get("t_read", 250e-9)),
+                   prog_noise=bool(dev.get("prog_noise", True)), drift=bool(dev.get("drift", True)),
+                   read_noise=bool(dev.get("read_noise", True)))
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k in pcm:
+                pcm[k] = v
+            else:
+                kw[k] = v
+        if kw["devices_per_weight"] not in (2, 4):
+            raise AcompileError(f"devices_per_weight must be 2 or 4, got {kw['devices_per_weight']}")
+        if kw.get("read_noise_mode", "time") not in ("time", "read"):
+            raise AcompileError("read-noise mode must be 'time' or 'read'")
+        return cls(pcm=PCMConfig(**pcm), **kw)
+
+
+def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    w, gs = info.const(1), info.const(2)
+    if w is None or gs is None:
+        raise AcompileError(f"node '{info.name}' ({node.op_type}): W and G_SCALE must be initializers")
+    b = info.const(3) if info.n_inputs > 3 else None
+    return w.float(), gs.float(), None if b is None else b.float()
+
+
+class _Geometry:
+    """Conv / matmul attributes of a mapped node, and its row / column blocks."""
+
+    def __init__(self, info: NodeInfo, node: onnx.NodeProto, w: torch.Tensor) -> None:
+        a = info.attrs
+        self.name = str(a.get("layer", info.name))
+        self.is_conv = node.op_type == "AnalogConv"
+        self.rows, self.cols = w.shape
+        if self.is_conv:
+            self.k = [int(v) for v in a["kernel_shape"]]
+            n = len(self.k)
+            self.kk = math.prod(self.k)
+            if self.rows % self.kk:
+                raise AcompileError(f"node '{info.name}' (AnalogConv): W rows {self.rows} not a multiple of "
+                                    f"kernel size {self.kk}")
+            self.c_in = self.rows // self.kk
+            self.strides = [int(v) for v in a.get("strides", [1] * n)]
+            self.dil = [int(v) for v in a.get("dilations", [1] * n)]
+            pads = [int(v) for v in a.get("pads", [0] * 2 * n)]
+            if int(a.get("group", 1)) != 1:
+                raise AcompileError(f"node '{info.name}' (AnalogConv): group must be 1 (format 1)")
+            self.fpad = None if pads[:n] == pads[n:] else torch_pad(pads)
+            self.pad = pads[:n] if self.fpad is None else [0] * n
+            self.conv = _CONV[n]
+        else:
+            self.alpha = float(a.get("alpha", 1.0))
+            self.beta = float(a.get("beta", 1.0))
+        tiles = json.loads(a.get("tiles", "[]") or "[]")
+        rb = sorted({(int(t["row_start"]), int(t["row_end"])) for t in tiles}) or [(0, self.rows)]
+        cb = sorted({(int(t["col_start"]), int(t["col_end"])) for t in tiles}) or [(0, self.cols)]
+        self.row_blocks, self.col_blocks = rb, cb
+        self.tiles = tiles
+
+    def kernel(self, wm: torch.Tensor) -> torch.Tensor:
+        """[rows', cols] matrix in (c, kh, kw) row order -> conv weight [cols, rows'/kk, *k]."""
+        return wm.t().reshape(wm.shape[1], wm.shape[0] // self.kk, *self.k)
+
+    def block_slice(self, rs: int, re: int) -> tuple[int, int, int]:
+        """Input-channel range a conv row block touches, and the row offset of that range."""
+        c0, c1 = rs // self.kk, -(-re // self.kk)
+        return c0, c1, c0 * self.kk
+
+    def apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.is_conv:
+            if self.fpad is not None:
+                x = F.pad(x, self.fpad)
+            return self.conv(x, w, None, self.strides, self.pad, self.dil)
+        return torch.matmul(x, w)
+
+
+def ideal_analog(info: NodeInfo, node: onnx.NodeProto):
+    """The exact semantics of an ai.acompile node (CONTRACTS §3), no physics."""
+    w, _, b = _mapped_inputs(info, node)
+    geo = _Geometry(info, node, w)
+    kern = geo.kernel(w) if geo.is_conv else w
+    if geo.is_conv:
+        bias = None if b is None else b.reshape(1, -1, *([1] * len(geo.k)))
+    else:
+        bias = None if b is None else b * geo.beta
+
+    def run(x, *_):
+        y = geo.apply(x, kern.to(x.device))
+        if not geo.is_conv and geo.alpha != 1.0:
+            y = y * geo.alpha
+        if bias is not None:
+            y = y + bias.to(x.device)
+        return y
+
+    return run
+
+
+class AnalogLayer:
+    """One mapped weight matrix on simulated PCM tiles (program / set_time / forward)."""
+
+    def __init__(self, info: NodeInfo, node: onnx.NodeProto, settings: AnalogSettings,
+                 device: torch.device) -> None:
+        self.settings = s = settings
+        w, gs, b = _mapped_inputs(info, node)
+        self.geo = geo = _Geometry(info, node, w)
+        self.name = geo.name
+        self.device = device
+        g_max = s.pcm.g_max
+        self.w_n = (w * gs / g_max).to(device)  # normalized target weights in [-1, 1]
+        self.g_target = (w.abs() * gs).to(device)  # uS on the device of its sign
+        self.pos = (w > 0).to(device)
+        self.col_scale = (g_max / gs).to(device)  # digital undo of the conductance scale
+        if not geo.is_conv:
+            self.col_scale = self.col_scale * geo.alpha
+        self.bias = None
+        if b is not None:
+            self.bias = (b * (1.0 if geo.is_conv else geo.beta)).to(device)
+            if geo.is_conv:
+                self.bias = self.bias.reshape(1, -1, *([1] * len(geo.k)))
+        self.model = PCMInferenceModel(s.pcm)
+        self.state: ProgrammedPCM | None = None
+        self.input_range: float | None = s.input_range
+        self.calibrating = False
+        self._calib: list[float] = []
+        self.alpha: list[torch.Tensor] | None = None  # per row block, [cols]
+        self.generator: torch.Generator | None = None  # noise of each inference pass
+        self.w_eff: torch.Tensor = self.w_n
+        self.w_var: torch.Tensor | None = None
+        self._ref_inputs: torch.Tensor | None = None
+        self._prepare()
+
+    # ---- programming and time -------------------------------------------------------------------
+    def _device_targets(self) -> torch.Tensor:
+        """[D, rows, cols] target conductances: plus devices first, then minus devices."""
+        s = self.settings
+        g_min = s.pcm.g_min
+        per = s.devices_per_weight // 2
+        g = self.g_target / per
+        plus = torch.where(self.pos, g, torch.full_like(g, g_min))
+        minus = torch.where(self.pos, torch.full_like(g, g_min), g)
+        return torch.stack([plus] * per + [minus] * per)
+
+    def program(self, generator: torch.Generator | None) -> None:
+        """Program this layer's devices once for a new chip (programming noise, nu)."""
+        self.alpha, self.w_var = None, None
+        if self.settings.device_model == "ideal":
+            self.state = None
+            self.w_eff = self.w_n
+        else:
+            self.state = self.model.program(self._device_targets(), generator)
+            self.w_eff = self._weights(self.state.g_prog)
+        if self.settings.input_range is None:
+            self.input_range = None
+        self._prepare()
+
+    def _weights(self, g: torch.Tensor) -> torch.Tensor:
+        per = g.shape[0] // 2
+        return (g[:per].sum(0) - g[per:].sum(0)) / self.settings.pcm.g_max
+
+    def set_time(self, t: float, generator: torch.Generator | None) -> None:
+        """Effective weights at t seconds after programming (drift + read noise), derived from the
+        programmed state — never cumulative."""
+        if self.state is None:
+            self.w_eff, self.w_var = self.w_n, None
+        else:
+            g = self.model.drift(self.state, t)
+            cfg = self.settings.pcm
+            if self.settings.read_noise_mode == "read" and cfg.read_noise:
+                std = self.model.read_noise_std(self.state, g, t)
+                self.w_var = (std * std).sum(0) / cfg.g_max**2
+            else:
+                self.w_var = None
+                g = self.model.add_read_noise(self.state, g, t, generator)
+            self.w_eff = self._weights(g)
+        self._prepare()
+
+    # ---- compensation hooks ---------------------------------------------------------------------
+    def reference_inputs(self, n: int = 16) -> torch.Tensor:
+        """Fixed known +-1 read vectors of this layer (same on every chip), [n, rows]."""
+        if self._ref_inputs is None or self._ref_inputs.shape[0] != n:
+            g = torch.Generator().manual_seed(zlib_hash(self.name))
+            self._ref_inputs = (torch.randint(0, 2, (n, self.geo.rows), generator=g).float() * 2 - 1).to(
+                self.device)
+        return self._ref_inputs
+
+    def read_reference(self) -> list[torch.Tensor]:
+        """|output| of each row block for the reference inputs with the current weights: [n, cols] each."""
+        x = self.reference_inputs()
+        return [(x[:, rs:re] @ self.w_eff[rs:re]).abs() for rs, re in self.geo.row_blocks]
+
+    def set_alpha(self, alpha: list[torch.Tensor] | None) -> None:
+        """Digital per-(row block, column) output factors (drift compensation)."""
+        self.alpha = alpha
+        self._prepare()
+
+    # ---- kernels --------------------------------------------------------------------------------
+    def _mode(self) -> tuple[str, str]:
+        s = self.settings
+        if s.exact and self.state is None:
+            return "none", "none"
+        dac = "quant" if s.dac_bits > 0 else "none"
+        adc = "quant" if s.adc_bits > 0 else "none"
+        return dac, adc
+
+    def _prepare(self) -> None:
+        """Fold normalization, DAC/ADC step sizes and compensation into per-block kernels and scales."""
+        s, geo = self.settings, self.geo
+        dac, adc = self._mode()
+        if self.calibrating:  # observe clean inputs: programmed weights, no converters, no noise
+            dac, adc = "none", "none"
+        r = self.input_range if (dac != "none" and self.input_range) else 1.0
+        self.r = r
+        if dac == "quant":
+            lin = levels(s.dac_bits)
+            self.in_mult, in_n = lin / r, float(lin)
+        else:
+            self.in_mult, in_n = 1.0 / r, 1.0
+        self.dac = dac
+        self.adc = adc
+        if adc == "quant":
+            lout = levels(s.adc_bits)
+            self.lout = lout
+            k_mult = lout / (s.out_bound * in_n)
+            out_unit = s.out_bound / lout
+        else:
+            k_mult, out_unit = 1.0 / in_n, 1.0
+        self.noise_units = 0.0 if self.calibrating else s.out_noise / out_unit
+        blocks = []
+        nb = len(geo.row_blocks)
+        fast = adc == "none" and s.out_noise == 0 and self.w_var is None and self.alpha is None
+        if fast or nb == 1:
+            sc = self.col_scale * (out_unit * r)
+            if self.alpha is not None:
+                sc = sc * self.alpha[0]
+            blocks.append(self._block(0, geo.rows, 0, geo.rows, k_mult, sc))
+        else:
+            for b, (rs, re) in enumerate(geo.row_blocks):
+                sc = self.col_scale * (out_unit * r)
+                if self.alpha is not None:
+                    sc = sc * self.alpha[b]
+                if geo.is_conv:
+                    c0, c1, off = geo.block_slice(rs, re)
+                    blocks.append(self._block(rs, re, off, c1 * geo.kk, k_mult, sc, (c0, c1)))
+                else:
+                    blocks.append(self._block(rs, re, rs, re, k_mult, sc, (rs, re)))
+        self.blocks = blocks
+
+    def _block(self, rs, re, lo, hi, k_mult, scale, sl=None):
+        wm = torch.zeros(hi - lo, self.geo.cols, device=self.device)
+        wm[rs - lo: re - lo] = self.w_eff[rs:re] * k_mult
+        var = None
+        if self.w_var is not None:
+            vm = torch.zeros_like(wm)
+            vm[rs - lo: re - lo] = self.w_var[rs:re] * (k_mult * k_mult)
+            var = self.geo.kernel(vm) if self.geo.is_conv else vm
+        kern = self.geo.kernel(wm) if self.geo.is_conv else wm
+        shape = (1, -1) + (1,) * len(self.geo.k) if self.geo.is_conv else (-1,)
+        return dict(sl=sl, kern=kern, var=var, scale=scale.reshape(shape).contiguous())
+
+    # ---- forward --------------------------------------------------------------------------------
+    def _calibrate_observe(self, x: torch.Tensor) -> None:
+        a = x.detach().abs().reshape(-1)
+        if a.numel() > 1_000_000:
+            a = a[:: a.numel() // 1_000_000 + 1]
+        self._calib.append(float(torch.quantile(a.float(), self.settings.calib_percentile / 100)))
+
+    def start_calibration(self) -> None:
+        """Observe inputs (no DAC) to set the static input range right after programming."""
+        if self.settings.input_range is None and self.settings.dac_bits > 0:
+            self.calibrating, self._calib = True, []
+            self._prepare()
+
+    def finish_calibration(self) -> None:
+        if self.calibrating:
+            r = max(self._calib) if self._calib else 1.0
+            self.input_range = r if r > 0 else 1.0
+            self.calibrating = False
+            self._prepare()
+
+    def __call__(self, x: torch.Tensor, *_: Any) -> torch.Tensor:
+        if self.calibrating:
+            self._calibrate_observe(x)
+        geo = self.geo
+        if self.dac == "quant":
+            lin = levels(self.settings.dac_bits)
+            xs = torch.round(x * self.in_mult).clamp_(-lin, lin)
+        elif self.in_mult != 1.0:
+            xs = x * self.in_mult
+        else:
+            xs = x
+        out = None
+        for blk in self.blocks:
+            xb = xs
+            if blk["sl"] is not None:
+                c0, c1 = blk["sl"]
+                xb = xs[:, c0:c1] if geo.is_conv else xs[..., c0:c1]
+            y = geo.apply(xb, blk["kern"])
+            if blk["var"] is not None:  # per-read 1/f noise: exact output std for independent devices
+                std = geo.apply(xb * xb, blk["var"]).clamp_(min=0).sqrt_()
+                y = y.addcmul_(std, torch.randn(y.shape, generator=self.generator, device=y.device))
+            if self.adc == "quant":
+                y = y.round_().clamp_(-self.lout, self.lout)
+            if self.noise_units > 0:
+                y = y.add_(torch.randn(y.shape, generator=self.generator, device=y.device),
+                           alpha=self.noise_units)
+            y = y.mul_(blk["scale"])
+            out = y if out is None else out.add_(y)
+        if self.bias is not None:
+            out = out.add_(self.bias)
+        return out
+
+
+def zlib_hash(text: str) -> int:
+    """Stable (process-independent) 31-bit hash of a string, for per-layer fixed seeds."""
+    import zlib
+
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def analog_factory(settings: AnalogSettings, device: torch.device):
+    """Executor factory building `AnalogLayer`s with the given settings."""
+
+    def make(info: NodeInfo, node: onnx.NodeProto) -> AnalogLayer:
+        return AnalogLayer(info, node, settings, device)
+
+    return make

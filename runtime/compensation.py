@@ -1,0 +1,81 @@
+"""Drift compensation: none, global (GDC), column, bn (AdaBS, Joshi et al. 2020).
+
+GDC: right after programming each tile is read with fixed known +-1 vectors (stored per layer) and the
+mean |output| kept as reference; at time t the same read gives alpha = reference / now, applied
+digitally to the tile's outputs. `column` does the same per output column. `bn` re-estimates the
+BatchNormalization statistics on calibration images run through the drifted analog model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from compiler.errors import AcompileError
+
+METHODS = ("none", "global", "column", "bn")
+
+
+def check_methods(methods: Iterable[str], n_bn: int) -> list[str]:
+    """Validate the requested methods against the model (bn needs BN nodes)."""
+    out = []
+    for m in methods:
+        m = m.strip().lower()
+        if m not in METHODS:
+            raise AcompileError(f"unknown compensation '{m}': use {', '.join(METHODS)}")
+        if m == "bn" and n_bn == 0:
+            raise AcompileError(
+                "compensation 'bn' re-estimates BatchNormalization statistics, but this model has no "
+                "BatchNormalization nodes (folded at export?); use 'global' or 'column', or export with "
+                "BN kept as nodes")
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def reference_reads(layers: list) -> list[list[torch.Tensor]]:
+    """Per layer, per row block |output| of the known inputs (call right after programming)."""
+    return [layer.read_reference() for layer in layers]
+
+
+def _alphas(layer, ref: list[torch.Tensor], now: list[torch.Tensor], per_column: bool) -> list[torch.Tensor]:
+    out = []
+    for r, n in zip(ref, now):
+        if per_column:
+            rm, nm = r.mean(0), n.mean(0)
+            a = torch.where(nm > 1e-12, rm / nm.clamp_min(1e-12), torch.ones_like(rm))
+        else:
+            a = torch.ones(r.shape[1], device=r.device)
+            for cs, ce in layer.geo.col_blocks:
+                nm = float(n[:, cs:ce].mean())
+                a[cs:ce] = float(r[:, cs:ce].mean()) / nm if nm > 1e-12 else 1.0
+        out.append(a)
+    return out
+
+
+def apply(method: str, layers: list, bn_layers: list, refs: list[list[torch.Tensor]] | None,
+          run_calibration: Callable[[], None]) -> None:
+    """Set up `method` on the layers at the current time point (weights already set)."""
+    reset(layers, bn_layers)
+    if method in ("global", "column"):
+        assert refs is not None
+        for layer, ref in zip(layers, refs):
+            layer.set_alpha(_alphas(layer, ref, layer.read_reference(), method == "column"))
+    elif method == "bn":
+        for bn in bn_layers:
+            bn.start_calibration()
+        try:
+            run_calibration()
+        finally:
+            for bn in bn_layers:
+                bn.finish_calibration()
+
+
+def reset(layers: list, bn_layers: list) -> None:
+    """Back to uncompensated outputs and the model's own BN statistics."""
+    for layer in layers:
+        if layer.alpha is not None:
+            layer.set_alpha(None)
+    for bn in bn_layers:
+        bn.reset()

@@ -1,0 +1,279 @@
+"""The retention experiment: chips x time points x compensation methods -> accuracy table.
+
+Each simulated chip is programmed once (seeded by (seed, chip)); every time point derives its
+conductances from that programmed state; each compensation method is applied on top and scored on the
+same test images. The digital baseline is the reconstructed model in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from compiler.errors import AcompileError
+from runtime import compensation as comp
+from runtime.analog_tile import AnalogLayer, AnalogSettings, analog_factory
+from runtime.baseline import OrtBaseline, target_of
+from runtime.executor import Executor, load_model
+
+_UNITS = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365 * 86400.0}
+
+
+def parse_times(spec: str) -> list[float]:
+    """'1s,1h,1d,30d,1y' or seconds ('25,3600') -> seconds after programming."""
+    out = []
+    for part in str(spec).split(","):
+        p = part.strip().lower()
+        if not p:
+            continue
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(s|min|m|h|d|w|y)?", p)
+        if not m:
+            raise AcompileError(f"--times: cannot read '{part}' (use seconds or 1s, 1h, 1d, 30d, 1y)")
+        v = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+        if v < 0 or not math.isfinite(v):
+            raise AcompileError(f"--times: '{part}' must be a time >= 0")
+        out.append(v)
+    if not out:
+        raise AcompileError("--times: no time points given")
+    return out
+
+
+def format_time(t: float) -> str:
+    """Seconds -> the shortest of 1s / 1h / 1d / 30d / 1y style labels."""
+    for unit, sec in (("y", _UNITS["y"]), ("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if t >= sec and abs(t / sec - round(t / sec)) < 1e-9:
+            return f"{round(t / sec)}{unit}"
+    return f"{t:g}s"
+
+
+def derive_seed(*parts: int) -> int:
+    """Independent 63-bit seed for (seed, chip, purpose, ...): chips never share random streams."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def make_generator(device: torch.device, *parts: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+@dataclass
+class EvalConfig:
+    """One `acompile eval` run (CLI flags, resolved)."""
+
+    data: str = "mnist"
+    times: list[float] = field(default_factory=lambda: [1.0, 3600.0, 86400.0])
+    chips: int = 10
+    compensation: list[str] = field(default_factory=lambda: ["none", "global", "bn"])
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 256
+    limit: int | None = None
+    calib: int = 1000
+    dac_calib_images: int = 256
+    data_root: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    scale: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    baseline: bool = True
+    threads: int | None = None
+
+
+def _model_input(model: onnx.ModelProto) -> tuple[str, list]:
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    inp = next(i for i in g.input if i.name not in inits)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    return inp.name, dims
+
+
+def preprocessing_for(model: onnx.ModelProto, data: str, cfg: EvalConfig):
+    """The model's own preprocessing (metadata), else the dataset default; CLI flags override."""
+    from runtime.data import PREPROCESSING_KEY, Preprocessing, default_preprocessing
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    _, dims = _model_input(model)
+    if PREPROCESSING_KEY in meta:
+        prep = Preprocessing.from_json(meta[PREPROCESSING_KEY])
+    else:
+        try:
+            prep = default_preprocessing(data)
+        except AcompileError:
+            prep = Preprocessing()
+        if len(dims) == 2:
+            prep.layout = "flat"
+        elif len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            prep.input_shape = list(dims[1:])
+    if cfg.mean is not None:
+        prep.mean = list(cfg.mean)
+    if cfg.std is not None:
+        prep.std = list(cfg.std)
+    if cfg.scale is not None:
+        prep.scale = cfg.scale
+    if len(prep.mean) != len(prep.std):
+        raise AcompileError("--mean and --std need the same number of values")
+    return prep
+
+
+def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    from runtime.data import load_dataset
+
+    prep = preprocessing_for(model, cfg.data, cfg)
+    test = load_dataset(cfg.data, "test", cfg.data_root).subset(cfg.limit)
+    x = prep.apply(test.x)
+    _, dims = _model_input(model)
+    if len(dims) != x.ndim or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], x.shape[1:])):
+        raise AcompileError(f"data '{cfg.data}' gives inputs of shape {list(x.shape[1:])} but the model "
+                            f"expects {dims[1:]}")
+    n_cal = max(cfg.calib, cfg.dac_calib_images)
+    source = "train"
+    try:
+        train = load_dataset(cfg.data, "train", cfg.data_root)
+        if len(train) == 0:
+            raise AcompileError("empty train split")
+        xc = prep.apply(train.x[:n_cal])
+    except AcompileError:
+        source = "test (no train split found)"
+        xc = x[:n_cal]
+    return x, test.y, xc, source, test.name
+
+
+class Emulator:
+    """The mapped model on simulated chips: program / set_time / compensate / score."""
+
+    def __init__(self, model: onnx.ModelProto, settings: AnalogSettings, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.settings = settings
+        self.executor = Executor(model, device=self.device, analog_factory=analog_factory(settings, self.device))
+        self.layers: list[AnalogLayer] = self.executor.analog_layers
+        self.bn_layers = self.executor.bn_layers
+        self.refs: list[list[torch.Tensor]] | None = None
+
+    def _set_generator(self, g: torch.Generator | None) -> None:
+        for layer in self.layers:
+            layer.generator = g
+
+    def program(self, seed: int, chip: int, calib_x: np.ndarray, batch_size: int) -> None:
+        """Program a new chip, calibrate the DAC input ranges, store GDC references (t = 0)."""
+        g = make_generator(self.device, seed, chip, 0)
+        for layer in self.layers:
+            layer.program(g)
+        for layer in self.layers:
+            layer.start_calibration()
+        self._set_generator(make_generator(self.device, seed, chip, 3))
+        try:
+            self.forward_all(calib_x, batch_size)
+        finally:
+            for layer in self.layers:
+                layer.finish_calibration()
+        self.set_time(0.0, seed, chip, -1)
+        self.refs = comp.reference_reads(self.layers)
+
+    def set_time(self, t: float, seed: int, chip: int, ti: int) -> None:
+        g = make_generator(self.device, seed, chip, 1, ti + 1)
+        for layer in self.layers:
+            layer.set_time(t, g)
+
+    def compensate(self, method: str, calib_x: np.ndarray, batch_size: int, gen: torch.Generator) -> None:
+        def run() -> None:
+            self._set_generator(gen)
+            self.forward_all(calib_x, batch_size)
+
+        comp.apply(method, self.layers, self.bn_layers, self.refs, run)
+
+    def forward_all(self, x: np.ndarray, batch_size: int) -> None:
+        for i in range(0, len(x), batch_size):
+            self.executor(torch.from_numpy(x[i:i + batch_size]).to(self.device))
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int, gen: torch.Generator | None = None,
+                 bar=None) -> float:
+        self._set_generator(gen)
+        correct = 0
+        for i in range(0, len(x), batch_size):
+            out = self.executor(torch.from_numpy(x[i:i + batch_size]).to(self.device))
+            pred = out.reshape(out.shape[0], -1).argmax(1).cpu().numpy()
+            correct += int((pred == y[i:i + batch_size]).sum())
+            if bar is not None:
+                bar.update(1)
+        return correct / max(len(y), 1)
+
+
+def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the retention experiment; returns the results dict written as JSON."""
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    model = load_model(mapped)
+    target = target_of(model)
+    settings = AnalogSettings.from_target(target, **cfg.overrides)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise AcompileError("--device cuda: no CUDA device is available")
+    if cfg.chips < 1 or cfg.batch_size < 1:
+        raise AcompileError("--chips and --batch-size must be >= 1")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    x, y, xc, calib_source, data_name = _prepare_data(model, cfg)
+    emu = Emulator(model, settings, cfg.device)
+    methods = comp.check_methods(cfg.compensation, len(emu.bn_layers))
+    if not emu.layers:
+        raise AcompileError("the model has no analog (ai.acompile) nodes: compile it with --target first")
+
+    result: dict[str, Any] = {
+        "schema": "acompile.retention/1",
+        "model": str(mapped) if not isinstance(mapped, onnx.ModelProto) else model.graph.name,
+        "target": target.get("name"), "data": data_name, "n_images": int(len(y)),
+        "chips": cfg.chips, "seed": cfg.seed, "device": cfg.device, "times": cfg.times,
+        "compensation": methods, "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
+        "settings": _settings_dict(settings),
+    }
+    if cfg.baseline:
+        t0 = time.perf_counter()
+        ort = OrtBaseline(model, cfg.threads)
+        preds = np.concatenate([ort(x[i:i + cfg.batch_size]).reshape(len(x[i:i + cfg.batch_size]), -1)
+                                .argmax(1) for i in range(0, len(x), cfg.batch_size)])
+        result["baseline"] = {"engine": "onnxruntime", "accuracy": float((preds == y).mean()),
+                              "seconds": time.perf_counter() - t0}
+
+    acc: dict[tuple[int, str], list[float]] = {(ti, m): [] for ti in range(len(cfg.times)) for m in methods}
+    n_batches = -(-len(x) // cfg.batch_size)
+    total = cfg.chips * len(cfg.times) * len(methods) * n_batches
+    calib_bn = xc[: cfg.calib]
+    calib_dac = xc[: cfg.dac_calib_images]
+    with tqdm(total=total, desc="eval", unit="batch", disable=None if progress else True, leave=False) as bar:
+        for chip in range(cfg.chips):
+            emu.program(cfg.seed, chip, calib_dac, cfg.batch_size)
+            for ti, t in enumerate(cfg.times):
+                emu.set_time(t, cfg.seed, chip, ti)
+                for ci, m in enumerate(methods):
+                    bar.set_postfix_str(f"chip {chip + 1}/{cfg.chips} t={format_time(t)} {m}")
+                    gen = make_generator(emu.device, cfg.seed, chip, 2, ti, ci)
+                    emu.compensate(m, calib_bn, cfg.batch_size, gen)
+                    acc[(ti, m)].append(emu.accuracy(x, y, cfg.batch_size, gen, bar))
+                comp.reset(emu.layers, emu.bn_layers)
+    rows = []
+    for ti, t in enumerate(cfg.times):
+        for m in methods:
+            a = np.asarray(acc[(ti, m)])
+            rows.append({"t": t, "time": format_time(t), "compensation": m, "mean": float(a.mean()),
+                         "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a)),
+                         "accuracies": [float(v) for v in a]})
+    result["results"] = rows
+    result["seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def _settings_dict(s: AnalogSettings) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(s)
+    return json.loads(json.dumps(d, default=str))

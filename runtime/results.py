@@ -1,0 +1,45 @@
+"""Retention results: the printed table, JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+
+def table(result: dict[str, Any]) -> str:
+    """time x compensation table of mean +- std accuracy (%) over chips, with the digital baseline."""
+    methods = result["compensation"]
+    rows: dict[str, dict[str, dict]] = {}
+    for r in result["results"]:
+        rows.setdefault(r["time"], {})[r["compensation"]] = r
+    head = ["time"] + [f"{m}" for m in methods]
+    body = []
+    for tl, per in rows.items():
+        body.append([tl] + [f"{100 * per[m]['mean']:.2f} ± {100 * per[m]['std']:.2f}" for m in methods])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    n = result["results"][0]["n"] if result["results"] else 0
+    lines.append(f"accuracy % (mean ± std over {n} chip(s)), {result['n_images']} images of {result['data']}, "
+                 f"target {result.get('target')}")
+    if "baseline" in result:
+        lines.append(f"digital baseline (onnxruntime): {100 * result['baseline']['accuracy']:.2f} %")
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def write_csv(result: dict[str, Any], path: str | Path) -> None:
+    """One row per (time, compensation); the baseline repeated on each row for easy plotting."""
+    base = result.get("baseline", {}).get("accuracy", "")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_seconds", "time", "compensation", "mean", "std", "n", "baseline", "accuracies"])
+        for r in result["results"]:
+            w.writerow([r["t"], r["time"], r["compensation"], f"{r['mean']:.6f}", f"{r['std']:.6f}", r["n"],
+                        base, " ".join(f"{a:.6f}" for a in r["accuracies"])])

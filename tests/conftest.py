@@ -1,0 +1,47 @@
+"""Shared fixtures: ONNX exports of tests/archs.py networks (cached per session) and a CLI runner."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory) -> Callable[..., Path]:
+    """``onnx_export("resnet20", dynamo=False, opset=17)`` -> path of a cached ONNX export."""
+    root = tmp_path_factory.mktemp("onnx")
+    cache: dict[tuple, Path] = {}
+
+    def get(name: str, dynamo: bool = False, opset: int = 17, **kw) -> Path:
+        key = (name, dynamo, opset, tuple(sorted(kw.items())))
+        if key not in cache:
+            from tests.archs import ARCHS, export
+
+            model, x = ARCHS[name]()
+            tag = f"{name}_{'dyn' if dynamo else 'leg'}_{opset}" + "".join(f"_{k}{v}" for k, v in kw.items())
+            cache[key] = export(model, x, root / f"{tag}.onnx", dynamo=dynamo, opset=opset, **kw)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture()
+def run_cli() -> Callable[..., tuple[int, str, str]]:
+    """Run ``acompile ARGS`` in-process through compiler.cli.main; returns (exit code, stdout, stderr)."""
+    from compiler.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return code, out.getvalue(), err.getvalue()
+
+    return run

@@ -1,0 +1,108 @@
+"""HWA building blocks: forward-only weight noise of the configured std, clipping, strip/restore."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compiler.errors import AcompileError
+from hwtrain.noise import (
+    HWAConfig,
+    apply_hwa,
+    clean_state_dict,
+    clean_weight,
+    clip_weights_,
+    load_clean_state_dict,
+    strip_hwa,
+    weight_noise_std,
+)
+from runtime.physics.pcm import prog_noise_std
+
+
+def _linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(200, 100)
+
+
+def test_noise_has_configured_std_and_is_forward_only():
+    layer = _linear()
+    clean = layer.weight.detach().clone()
+    apply_hwa(layer, HWAConfig(noise=0.04, clip=0.0))
+    layer.train()
+    deltas = torch.stack([layer.weight.detach() - clean for _ in range(20)])
+    expected = 0.04 * clean.abs().max()
+    assert deltas.mean().abs() < 0.02 * expected
+    assert abs(float(deltas.std()) / float(expected) - 1.0) < 0.02  # 400k samples: ~0.1 % sampling error
+    assert not torch.equal(deltas[0], deltas[1])  # resampled every forward
+    # gradient reaches the clean weight unchanged: d(sum(W x))/dW = x, whatever the noise
+    x = torch.randn(8, 200)
+    layer(x).sum().backward()
+    w = clean_weight(layer)
+    assert torch.allclose(w.grad, x.sum(0).expand(100, 200), atol=1e-5)
+    assert torch.equal(w.detach(), clean)  # the stored weight never sees the noise
+
+
+def test_eval_mode_is_noise_free():
+    layer = _linear()
+    clean = layer.weight.detach().clone()
+    apply_hwa(layer, HWAConfig(noise=0.1))
+    layer.eval()
+    assert torch.equal(layer.weight, clean)
+
+
+def test_pcm_shaped_noise_follows_programming_curve():
+    w = torch.linspace(-1.0, 1.0, 101)
+    cfg = HWAConfig(noise=0.038, noise_shape="pcm")
+    std = weight_noise_std(w, cfg)
+    expected = prog_noise_std(w.abs() * cfg.g_max) / cfg.g_max
+    assert torch.allclose(std, expected)
+    assert std[50] > 0  # zero weights still get the device's noise floor
+
+
+def test_clipping_bounds_hold():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(10).add_(torch.randn(50, 50) ** 3)
+    apply_hwa(model, HWAConfig(noise=0.05, clip=2.0))
+    stds = [float(clean_weight(m).detach().std()) for m in (model[0], model[2])]
+    clip_weights_(model, 2.0)
+    for m, s in zip((model[0], model[2]), stds, strict=True):
+        assert float(clean_weight(m).detach().abs().max()) <= 2.0 * s + 1e-6
+    assert float(clean_weight(model[0]).abs().max()) == pytest.approx(2.0 * stds[0], rel=1e-5)
+
+
+def test_strip_restores_plain_module_and_state_dict_names():
+    model = nn.Sequential(nn.Linear(4, 3))
+    apply_hwa(model, HWAConfig(noise=0.05, dac_bits=8, adc_bits=8))
+    state = clean_state_dict(model)
+    assert set(state) == {"0.weight", "0.bias"}
+    other = nn.Sequential(nn.Linear(4, 3))
+    apply_hwa(other, HWAConfig(noise=0.05))
+    load_clean_state_dict(other, state)
+    strip_hwa(model)
+    strip_hwa(other)
+    assert set(model.state_dict()) == {"0.weight", "0.bias"}
+    assert torch.equal(model[0].weight, other[0].weight)
+    assert not model[0]._forward_pre_hooks and not model[0]._forward_hooks
+
+
+def test_dac_adc_quantize_straight_through():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8, bias=False)
+    apply_hwa(layer, HWAConfig(noise=0.0, clip=0.0, dac_bits=3, adc_bits=4, out_bound=2.0))
+    layer.train()
+    x = torch.randn(32, 16, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # straight-through: gradient flows
+    scale = layer.hwa_input_range * layer.weight.abs().max()
+    levels = (y.detach() / scale) * 7 / 2.0  # 4 bits: 7 positive levels over +-out_bound
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [{"noise": -0.1}, {"clip": -1}, {"noise_shape": "uniform"}, {"dac_bits": 1}])
+def test_bad_config_is_a_user_error(kw):
+    with pytest.raises(AcompileError):
+        HWAConfig(**kw)

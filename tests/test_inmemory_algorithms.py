@@ -1,0 +1,126 @@
+"""In-memory training rules: bookkeeping, pulse statistics, one short epoch each on real MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compiler.errors import AcompileError
+from hwtrain.inmemory.algorithms.mixed_precision import MixedPrecisionRule
+from hwtrain.inmemory.params import parse_assignments, resolve
+from hwtrain.inmemory.pulse_trains import coincidence_counts
+from hwtrain.inmemory.run import train_inmemory
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def test_chi_bookkeeping_conserves_the_update() -> None:
+    gen = _gen()
+    rule = MixedPrecisionRule(torch.zeros(20, 30), w_max=0.3, gen=gen)
+    rule.track = True
+    for _ in range(50):
+        x = torch.randn(8, 30, generator=gen)
+        g = torch.randn(8, 20, generator=gen)
+        rule.step(x, g, lr=0.01)
+    assert torch.allclose(rule.applied + rule.chi, rule.accumulated, atol=1e-5)
+    assert float(rule.chi.abs().max()) < rule.eps  # the residual is always below one pulse
+    # applied pulses are integer multiples of eps
+    k = rule.applied / rule.eps
+    assert torch.allclose(k, k.round(), atol=1e-3)
+    assert rule.pulses >= int(k.round().abs().sum())  # per-step pulses; the net count can cancel
+
+
+def test_mixed_precision_pulses_move_weights_by_eps_on_average() -> None:
+    gen = _gen(1)
+    rule = MixedPrecisionRule(torch.zeros(200, 200), w_max=1.0, gen=gen)
+    w0 = rule.weights().clone()
+    x = torch.ones(1, 200)
+    g = -torch.ones(1, 200)
+    rule.step(x, g, lr=rule.eps * 1.5)  # exactly one pulse on G+ per device
+    dw = rule.weights() - w0
+    assert float(dw.mean()) > 0
+    assert rule.pulses == 200 * 200
+
+
+def test_coincidence_counts_expectation_is_the_sgd_update() -> None:
+    gen = _gen(2)
+    x = torch.tensor([[0.5, -1.0, 0.2]])
+    d = torch.tensor([[0.3, -0.6]])
+    lr, dw, bl = 0.01, 0.001, 31
+    reps = 20_000  # one call with the sample repeated: the trains of all samples are concatenated
+    up, down = coincidence_counts(x.repeat(reps, 1), d.repeat(reps, 1), lr, dw, bl, gen)
+    expected = lr * d.T @ x / dw
+    assert torch.allclose((up - down) / reps, expected, rtol=0.05, atol=0.02)
+    assert torch.all(up[expected < 0] == 0) and torch.all(down[expected > 0] == 0)
+
+
+def test_params_validation_names_the_parameter() -> None:
+    with pytest.raises(AcompileError, match="states"):
+        resolve({"states": -3})
+    with pytest.raises(AcompileError, match="eps"):
+        resolve({"eps": 0})
+    with pytest.raises(AcompileError, match="unknown"):
+        resolve({"nonsense": 1})
+    assert parse_assignments("offset=0.3,states=100") == {"offset": 0.3, "states": 100.0}
+    with pytest.raises(AcompileError, match="NAME=VALUE"):
+        parse_assignments("offset")
+
+
+def test_bad_algorithm_device_pairs() -> None:
+    kw = dict(params={"limit": 100, "test_limit": 100}, batch_size=10, lr=None, seed=0, out=None,
+              json_path=None, resume=None, compute="cpu", progress=False)
+    with pytest.raises(AcompileError, match="device"):
+        train_inmemory("mlp", "mnist", "mixed-precision", "softbounds", 1, **kw)
+    with pytest.raises(AcompileError, match="algorithm"):
+        train_inmemory("mlp", "mnist", "backprop-magic", "pcm", 1, **kw)
+
+
+@pytest.mark.parametrize(
+    "algorithm,device,params",
+    [
+        ("mixed-precision", "pcm", {}),
+        ("sgd", "softbounds", {"states": 1000}),
+        ("ttv2", "softbounds", {}),
+        ("cttv2", "softbounds", {"offset": 0.3}),
+        ("agad", "softbounds", {"offset": 0.3}),
+    ],
+)
+def test_one_epoch_on_mnist_subset_beats_chance(algorithm: str, device: str, params: dict, tmp_path) -> None:
+    torch.set_num_threads(1)
+    params = {"limit": 4000, "test_limit": 1000, **params}
+    m = train_inmemory("mlp", "mnist", algorithm, device, 1, params=params,
+                       batch_size=25, lr=0.1, seed=0, out=None, json_path=tmp_path / "m.json", resume=None,
+                       compute="cpu", progress=False)
+    assert m["test_accuracy"] > 0.6, m
+    assert json.loads((tmp_path / "m.json").read_text())["algorithm"] == algorithm
+
+
+def test_resume_from_checkpoint_continues(tmp_path) -> None:
+    kw = dict(params={"limit": 500, "test_limit": 200}, batch_size=25, lr=0.1, seed=0, out=None,
+              json_path=None, compute="cpu", progress=False)
+    ck = tmp_path / "run.ckpt.npz"
+    first = train_inmemory("mlp", "mnist", "mixed-precision", "pcm", 1, resume=ck, **kw)
+    assert ck.exists() and ck.with_suffix(".json").exists()
+    second = train_inmemory("mlp", "mnist", "mixed-precision", "pcm", 2, resume=ck, **kw)
+    assert [h["epoch"] for h in second["history"]] == [1, 2]
+    assert second["history"][0] == first["history"][0]
+    with pytest.raises(AcompileError, match="algorithm"):
+        train_inmemory("mlp", "mnist", "fp32", "ideal", 3, resume=ck, **kw)
+
+
+def test_trained_in_memory_model_exports_to_onnx(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("hwtrain.export")
+    out = tmp_path / "mp.onnx"
+    m = train_inmemory("mlp", "mnist", "mixed-precision", "pcm", 1, params={"limit": 300, "test_limit": 100},
+                       batch_size=25, lr=0.1, seed=0, out=out, json_path=None, resume=None, compute="cpu",
+                       progress=False)
+    assert m["onnx"] == str(out) and out.exists()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "mixed-precision" in meta.get("acompile.recipe", "")
