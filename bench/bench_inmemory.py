@@ -46,8 +46,13 @@ def bench_tiki_taka(args: argparse.Namespace) -> None:
     """Test accuracy of SGD / TTv2 / c-TTv2 / AGAD on soft-bounds devices across symmetry-point offsets."""
     offsets = [float(v) for v in args.offsets.split(",")]
     algorithms = ["sgd", "ttv2", "cttv2", "agad"]
-    rows = []
-    for alg in algorithms:
+    tag = f"asym{args.asymmetry:g}"
+    path = BENCH / f"inmemory-tiki-taka-{tag}.json"
+    rerun = args.algorithms.split(",") if args.algorithms else algorithms
+    # keep rows of algorithms not re-run (the table is built up algorithm by algorithm on a scarce CPU)
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["algorithm"] not in rerun] \
+        if path.exists() else []
+    for alg in rerun:
         for off in offsets:
             params = {"offset": off, "limit": args.limit, "test_limit": args.test_limit,
                       "asymmetry": args.asymmetry}
@@ -55,8 +60,8 @@ def bench_tiki_taka(args: argparse.Namespace) -> None:
             rows.append({"algorithm": alg, "offset": off, "test_accuracy": m["test_accuracy"],
                          "seconds_per_epoch": m["seconds_per_epoch"]})
             print(f"{alg} offset {off}: {100 * m['test_accuracy']:.2f} %", flush=True)
-    tag = f"asym{args.asymmetry:g}"
-    (BENCH / f"inmemory-tiki-taka-{tag}.json").write_text(json.dumps(
+    rows.sort(key=lambda r: (algorithms.index(r["algorithm"]), r["offset"]))
+    path.write_text(json.dumps(
         {"limit": args.limit, "test_limit": args.test_limit, "epochs": args.epochs, "lr": args.lr,
          "batch_size": args.batch, "asymmetry": args.asymmetry, "rows": rows}, indent=2))
     import matplotlib
@@ -126,6 +131,7 @@ def main() -> None:
         p.add_argument("--offsets", default="0,0.1,0.3,0.5")
         p.add_argument("--asymmetry", type=float, default=0.0)
         p.add_argument("--device", default="softbounds")
+        p.add_argument("--algorithms", default="", help="tiki-taka: re-run only these (comma list)")
     args = ap.parse_args()
     {"mixed-precision": bench_mixed_precision, "tiki-taka": bench_tiki_taka,
      "sensitivity": bench_sensitivity}[args.what](args)

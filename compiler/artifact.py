@@ -23,7 +23,6 @@ from compiler.lowering import DOMAIN
 from compiler.partition import Layer
 
 FORMAT_VERSION = "1"
-PROTOBUF_LIMIT = 2**31 - 1
 
 
 def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict[str, np.ndarray],
@@ -96,8 +95,10 @@ def report_paths(model_path: Path) -> dict[str, Path]:
 
 
 def write_atomically(files: dict[Path, bytes]) -> None:
-    """Write every file to a temp file beside it, then os.replace all; on any error remove the temps."""
+    """Write every file to a temp file beside it, then os.replace all; on any error remove the temps and
+    whatever was already moved into place (all or nothing)."""
     temps: list[tuple[str, Path]] = []
+    moved: list[Path] = []
     try:
         for dest, data in files.items():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +106,17 @@ def write_atomically(files: dict[Path, bytes]) -> None:
             temps.append((tmp, dest))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-        for tmp, dest in temps:
+        # the first file (the model) is moved last: a model file on disk means its reports are there
+        for tmp, dest in [*temps[1:], *temps[:1]]:
             os.replace(tmp, dest)
+            moved.append(dest)
         temps = []
     except OSError as exc:
+        for dest in moved:  # roll back: no partial output
+            try:
+                os.unlink(dest)
+            except OSError:
+                pass
         raise AcompileError(f"cannot write output ({exc.strerror}: {exc.filename})") from None
     finally:
         for tmp, _ in temps:
@@ -119,8 +127,8 @@ def write_atomically(files: dict[Path, bytes]) -> None:
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
-    size = model.ByteSize()
-    if size > PROTOBUF_LIMIT:
-        raise AcompileError(f"mapped model is {size} bytes, above the 2 GiB protobuf limit "
-                            "(external-data output is not supported yet)")
-    return model.SerializeToString()
+    try:  # protobuf refuses > 2 GiB itself; no ByteSize() pass over 100s of MB of weights first
+        return model.SerializeToString()
+    except ValueError:
+        raise AcompileError("mapped model is above the 2 GiB protobuf limit (external-data output is not "
+                            "supported yet)") from None

@@ -10,6 +10,7 @@ into Conv: BN-based drift compensation needs the BN nodes.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -262,10 +263,38 @@ def infer_shapes(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
     """Fresh shape inference (stale exporter/folder value_info dropped first, it can contradict)."""
     del model.graph.value_info[:]
     try:
-        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        inferred = shape_inference.infer_shapes(_skeleton(model), check_type=False, strict_mode=False,
+                                                data_prop=True)
     except Exception as exc:  # InferenceError or C++ RuntimeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AcompileError(f"{label}: shape inference failed: {first}") from None
+    model.graph.value_info.extend(inferred.graph.value_info)
+    for mine, theirs in zip(model.graph.output, inferred.graph.output, strict=True):
+        mine.CopyFrom(theirs)
+    return model
+
+
+SKELETON_MIN_ELEMENTS = 4096
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with large initializers' data left out (name, dims and type kept): shape inference
+    needs only the shapes of weights, so it need not serialize and re-parse hundreds of MB of them."""
+    src = model.graph
+    skel = onnx.ModelProto(ir_version=model.ir_version)
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    g = skel.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    for t in src.initializer:
+        if math.prod(t.dims) >= SKELETON_MIN_ELEMENTS:
+            g.initializer.append(onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type))
+        else:
+            g.initializer.append(t)
+    return skel
 
 
 def load_and_normalize(path: str | os.PathLike) -> onnx.ModelProto:

@@ -35,11 +35,21 @@ class Layer:
 def aliases(node: onnx.NodeProto) -> set[str]:
     """Names a user may pass to ``--digital``: the node name, its module path, its weight's prefix.
 
-    ``/layer1/conv1/Conv`` (legacy exporter) -> ``layer1.conv1``; weight ``fc.weight`` -> ``fc``.
+    ``/layer1/conv1/Conv`` (legacy exporter) -> ``layer1.conv1``, ``/layers/layers.0/conv1/Conv`` ->
+    ``layers.0.conv1``; weight ``fc.weight`` -> ``fc``.
     """
     out = {node.name}
     if node.name.startswith("/") and node.name.count("/") >= 2:
-        out.add(".".join(node.name.strip("/").split("/")[:-1]))
+        segments = node.name.strip("/").split("/")[:-1]
+        out.add(".".join(segments))
+        # scopes repeat their parent's prefix: /layers/layers.0/conv1 -> layers.0.conv1
+        parts: list[str] = []
+        for seg in segments:
+            if parts and seg.startswith(".".join(parts) + "."):
+                parts = [seg]
+            else:
+                parts.append(seg)
+        out.add(".".join(parts))
     if len(node.input) > 1 and node.input[1]:
         w = node.input[1]
         out.add(w)

@@ -84,8 +84,13 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
             w = info.const(node.input[1]) if len(node.input) > 1 else None
             matrix = None
             if w is not None and w.ndim >= 2:
-                matrix = ([int(np.prod(w.shape[1:])), int(w.shape[0])] if ly.op == "Conv"
-                          else [int(w.shape[0]), int(w.shape[1])] if w.ndim == 2 else list(w.shape))
+                trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+                if ly.op == "Conv":  # rows = fan-in of one output channel (per group)
+                    matrix = [int(np.prod(w.shape[1:])), int(w.shape[0])]
+                elif w.ndim == 2:
+                    matrix = [int(w.shape[1]), int(w.shape[0])] if trans_b else [int(d) for d in w.shape]
+                else:
+                    matrix = [int(d) for d in w.shape]
             row = {"name": ly.name, "op": ly.op, "analog": False, "reason": ly.reason, "matrix": matrix,
                    "tiles": 0, "blocks": 0, "utilization": 0.0, "devices": 0, "mvms_per_inference": 0,
                    "weights": int(w.size) if w is not None else 0}

@@ -61,8 +61,18 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "layers": layers,
         "totals": totals,
         "digital_ops": dict(sorted(digital_ops.items())),
+        "notes": _notes(analog, digital_ops),
         "blocks": blocks,
     }
+
+
+def _notes(analog: list[dict[str, Any]], digital_ops: Counter) -> list[str]:
+    """Things a deployment engineer should know that are not numbers."""
+    notes = []
+    if analog and not digital_ops.get("BatchNormalization"):
+        notes.append("no BatchNormalization nodes (fused into Conv at export?): BN-based drift "
+                     "compensation (AdaBS) is not available for this model; export with BN kept as nodes")
+    return notes
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -113,12 +123,18 @@ def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _md(cell: str) -> str:
+    """Escape table-breaking characters of a Markdown table cell."""
+    return cell.replace("|", "\\|").replace("\n", " ")
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Tile mapping report: {report['model']}", ""]
     lines += ["| | |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in _summary(report)]
+    lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _summary(report)]
+    lines += [f"\n> note: {n}" for n in report.get("notes", [])]
     lines += ["", "## Layers", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(report)]
+    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(report)]
     lines += ["", "Utilization of a layer = its weights / (its blocks x tile cells); total utilization = "
               "analog weights / (tiles x tile cells). Devices = weights x devices per weight.", ""]
     return "\n".join(lines)
@@ -132,7 +148,9 @@ def to_html(report: dict[str, Any], png_data_uri: str | None = None) -> str:
              "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>",
              f"<h1>Tile mapping report: {e(report['model'])}</h1><table>"]
     parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _summary(report)]
-    parts.append("</table><h2>Layers</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER)
+    parts.append("</table>")
+    parts += [f"<p><b>note:</b> {e(n)}</p>" for n in report.get("notes", [])]
+    parts.append("<h2>Layers</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER)
                  + "</tr>")
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _rows(report)]
     parts.append("</table>")

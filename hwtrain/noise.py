@@ -39,8 +39,11 @@ class HWAConfig:
     clip: k; after each optimizer step weights are clipped to [-k std(W), k std(W)] (0 = off).
     dac_bits / adc_bits: straight-through quantization of layer inputs / outputs (0 = off). The input
         range is a running max of |x| per layer; outputs are quantized in normalized units
-        (x / input_range) @ (W / max|W|) over +-out_bound, as the tiles of the runtime do.
+        (x / input_range) @ (W / max|W|) over +-out_bound, as the tiles of the runtime do; a Linear
+        layer's partial sums are quantized per block of tile_rows input rows (one tile each).
     out_noise: additive output noise std in normalized units (0 = off).
+    Like the weight noise, the periphery acts in training mode only: eval mode is the digital fp32 model
+    that export_onnx writes, so reported test accuracies are digital accuracies.
     """
 
     noise: float = C.HWA_ETA_TRAIN
@@ -51,6 +54,7 @@ class HWAConfig:
     out_bound: float = C.OUT_BOUND
     out_noise: float = 0.0
     g_max: float = C.PCM_G_MAX
+    tile_rows: int = 256  # rows of the pcm target's tile: Linear layers get one ADC per row block
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.noise < 1.0):
@@ -63,6 +67,8 @@ class HWAConfig:
             bits = getattr(self, key)
             if bits != 0 and not 2 <= bits <= 16:
                 raise AcompileError(f"{key} must be 0 (off) or 2..16, got {bits}")
+        if self.tile_rows < 1:
+            raise AcompileError(f"tile_rows must be >= 1, got {self.tile_rows}")
         if self.out_bound <= 0 or self.out_noise < 0:
             raise AcompileError("out_bound must be > 0 and out_noise >= 0")
 
@@ -122,6 +128,8 @@ class Periphery:
         return r.clamp(min=1e-8)
 
     def pre(self, module: nn.Module, args: tuple) -> tuple:
+        if not module.training:  # eval mode is the digital fp32 model, like WeightNoise
+            return args
         x = args[0]
         r = self._range(module, x)
         if self.cfg.dac_bits:
@@ -129,21 +137,34 @@ class Periphery:
         return (x, *args[1:])
 
     def post(self, module: nn.Module, args: tuple, y: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.adc_bits and self.cfg.out_noise <= 0:
+        if not module.training or (not self.cfg.adc_bits and self.cfg.out_noise <= 0):
             return y
-        bias = module.bias
-        if bias is not None:
-            shape = (1, -1) + (1,) * (y.dim() - 2) if isinstance(module, nn.Conv2d) else (-1,)
-            y = y - bias.view(shape)
         w_max = clean_weight(module).detach().abs().max().clamp(min=1e-12)
         scale = module.hwa_input_range.clamp(min=1e-8) * w_max
-        y_n = y / scale
+        bias = module.bias
+        if isinstance(module, nn.Linear):
+            # Recompute per tile row block: each block's partial sum passes its own ADC, as on the chip.
+            # (Reading module.weight again draws a fresh noise sample; the first forward's y is unused.)
+            x, w = args[0], module.weight
+            rows = self.cfg.tile_rows
+            y = sum(
+                self._adc(module, x[..., i : i + rows] @ w[:, i : i + rows].T / scale) * scale
+                for i in range(0, w.shape[1], rows)
+            )
+            return y if bias is None else y + bias
+        # Conv2d: the whole layer as one row block (rows = C_in kh kw are not split here).
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        if bias is not None:
+            y = y - bias.view(shape)
+        y = self._adc(module, y / scale) * scale
+        return y if bias is None else y + bias.view(shape)
+
+    def _adc(self, module: nn.Module, y_n: torch.Tensor) -> torch.Tensor:
         if self.cfg.out_noise > 0 and module.training:
             y_n = y_n + self.cfg.out_noise * torch.randn_like(y_n)
         if self.cfg.adc_bits:
             y_n = quantize_ste(y_n, self.cfg.adc_bits, self.cfg.out_bound)
-        y = y_n * scale
-        return y if bias is None else y + bias.view(shape)
+        return y_n
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

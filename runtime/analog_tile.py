@@ -78,7 +78,8 @@ class AnalogSettings:
         return cls(pcm=PCMConfig(**pcm), **kw)
 
 
-def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     w, gs = info.const(1), info.const(2)
     if w is None or gs is None:
         raise AcompileError(f"node '{info.name}' ({node.op_type}): W and G_SCALE must be initializers")

@@ -41,7 +41,7 @@ def reference_reads(layers: list) -> list[list[torch.Tensor]]:
 
 def _alphas(layer, ref: list[torch.Tensor], now: list[torch.Tensor], per_column: bool) -> list[torch.Tensor]:
     out = []
-    for r, n in zip(ref, now):
+    for r, n in zip(ref, now, strict=False):
         if per_column:
             rm, nm = r.mean(0), n.mean(0)
             a = torch.where(nm > 1e-12, rm / nm.clamp_min(1e-12), torch.ones_like(rm))
@@ -60,7 +60,7 @@ def apply(method: str, layers: list, bn_layers: list, refs: list[list[torch.Tens
     reset(layers, bn_layers)
     if method in ("global", "column"):
         assert refs is not None
-        for layer, ref in zip(layers, refs):
+        for layer, ref in zip(layers, refs, strict=False):
             layer.set_alpha(_alphas(layer, ref, layer.read_reference(), method == "column"))
     elif method == "bn":
         for bn in bn_layers:

@@ -125,14 +125,16 @@ def preprocessing_for(model: onnx.ModelProto, data: str, cfg: EvalConfig):
     return prep
 
 
-def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
     from runtime.data import load_dataset
 
     prep = preprocessing_for(model, cfg.data, cfg)
     test = load_dataset(cfg.data, "test", cfg.data_root).subset(cfg.limit)
     x = prep.apply(test.x)
     _, dims = _model_input(model)
-    if len(dims) != x.ndim or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], x.shape[1:])):
+    pairs = zip(dims[1:], x.shape[1:], strict=False)
+    if len(dims) != x.ndim or any(isinstance(d, int) and d > 0 and d != s for d, s in pairs):
         raise AcompileError(f"data '{cfg.data}' gives inputs of shape {list(x.shape[1:])} but the model "
                             f"expects {dims[1:]}")
     n_cal = max(cfg.calib, cfg.dac_calib_images)
@@ -154,7 +156,8 @@ class Emulator:
     def __init__(self, model: onnx.ModelProto, settings: AnalogSettings, device: str = "cpu") -> None:
         self.device = torch.device(device)
         self.settings = settings
-        self.executor = Executor(model, device=self.device, analog_factory=analog_factory(settings, self.device))
+        factory = analog_factory(settings, self.device)
+        self.executor = Executor(model, device=self.device, analog_factory=factory)
         self.layers: list[AnalogLayer] = self.executor.analog_layers
         self.bn_layers = self.executor.bn_layers
         self.refs: list[list[torch.Tensor]] | None = None
@@ -233,7 +236,8 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         "model": str(mapped) if not isinstance(mapped, onnx.ModelProto) else model.graph.name,
         "target": target.get("name"), "data": data_name, "n_images": int(len(y)),
         "chips": cfg.chips, "seed": cfg.seed, "device": cfg.device, "times": cfg.times,
-        "compensation": methods, "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
+        "compensation": methods,
+        "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
         "settings": _settings_dict(settings),
     }
     if cfg.baseline:

@@ -146,7 +146,7 @@ class Executor:
                 with torch.no_grad():
                     outs = fn(*[consts.get(i) if i else None for i in node.input])
                 outs = outs if isinstance(outs, tuple) else (outs,)
-                for o, v in zip(node.output, outs):
+                for o, v in zip(node.output, outs, strict=False):
                     if o:
                         consts[o] = v.to(self.device) if isinstance(v, torch.Tensor) else v
                 return
@@ -156,9 +156,9 @@ class Executor:
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """Run the graph; returns every graph output in order."""
         env: dict[str, Any] = dict(self.consts)
-        for n, x in zip(self.input_names, inputs):
+        for n, x in zip(self.input_names, inputs, strict=False):
             env[n] = x
-        for (fn, ins, outs, name), free in zip(self.steps, self.free_after):
+        for (fn, ins, outs, name), free in zip(self.steps, self.free_after, strict=False):
             args = [env[i] if i else None for i in ins]
             while args and args[-1] is None:
                 args.pop()
@@ -169,7 +169,7 @@ class Executor:
             except Exception as exc:
                 raise RuntimeError(f"node '{name}' failed: {exc}") from exc
             if isinstance(res, tuple):
-                for o, r in zip(outs, res):
+                for o, r in zip(outs, res, strict=False):
                     if o:
                         env[o] = r
             else:

@@ -19,11 +19,12 @@ def table(result: dict[str, Any]) -> str:
     for tl, per in rows.items():
         body.append([tl] + [f"{100 * per[m]['mean']:.2f} ± {100 * per[m]['std']:.2f}" for m in methods])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=False)) for b in body]
     n = result["results"][0]["n"] if result["results"] else 0
-    lines.append(f"accuracy % (mean ± std over {n} chip(s)), {result['n_images']} images of {result['data']}, "
+    lines.append(f"accuracy % (mean ± std over {n} chip(s)), {result['n_images']} images of "
+                 f"{result['data']}, "
                  f"target {result.get('target')}")
     if "baseline" in result:
         lines.append(f"digital baseline (onnxruntime): {100 * result['baseline']['accuracy']:.2f} %")

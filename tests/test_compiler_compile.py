@@ -265,3 +265,24 @@ def test_eval_hands_over_to_runtime(run_cli, onnx_export, tmp_path, monkeypatch)
     code, _, err = run_cli(onnx_export("mlp_matmul"), "-o", out, "--eval", "--data", "mnist", "--times", "1s")
     assert code == 0, err
     assert seen["args"] == [str(out), "--data", "mnist", "--times", "1s"]
+
+
+def test_first_last_layer_policy_from_user_target(run_cli, onnx_export, tmp_path):
+    """networkx finds the analog layers with no analog ancestor/descendant: conv1 and fc of ResNet-20."""
+    f = tmp_path / "edge.toml"
+    f.write_text('base = "pcm"\n[mapping]\nfirst_layer = "digital"\nlast_layer = "digital"\n')
+    rep = compile_ok(run_cli, onnx_export("resnet20"), tmp_path / "fl.onnx", "--target", f)
+    digital = [ly for ly in rep["layers"] if not ly["analog"]]
+    assert [ly["matrix"] for ly in digital] == [[27, 16], [64, 10]]
+    assert digital[0]["reason"].startswith("first layer") and digital[1]["reason"].startswith("last layer")
+    assert rep["totals"]["tiles"] == 38 - 2 and rep["target"] == "edge"
+    code, out, _ = run_cli("targets", f)
+    assert code == 0 and "first_layer=digital" in out
+
+
+def test_symbolic_batch_is_fine(run_cli, onnx_export, tmp_path):
+    src = onnx_export("resnet20", dynamic_batch=True)
+    dim = onnx.load(str(src)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param and not dim.HasField("dim_value")
+    rep = compile_ok(run_cli, src, tmp_path / "b.onnx")
+    assert rep["totals"]["tiles"] == 38 and rep["layers"][0]["mvms_per_inference"] == 1024

@@ -25,7 +25,8 @@ def delower(mapped: onnx.ModelProto) -> onnx.ModelProto:
         a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
         W = inits[n.input[1]]
         blocks = json.loads(a["tiles"])
-        assert sum((b["row_end"] - b["row_start"]) * (b["col_end"] - b["col_start"]) for b in blocks) == W.size
+        cells = sum((b["row_end"] - b["row_start"]) * (b["col_end"] - b["col_start"]) for b in blocks)
+        assert cells == W.size
         if n.op_type == "AnalogConv":
             k = list(a["kernel_shape"])
             c_out = W.shape[1]

@@ -38,3 +38,16 @@ def test_g_scale_layer_and_column():
     assert np.allclose(g_scale(W, 25.0, "layer"), [6.25, 6.25, 6.25])
     assert np.allclose(g_scale(W, 25.0, "column"), [12.5, 6.25, 1.0])  # zero column -> 1.0
     assert np.allclose(g_scale(np.zeros((2, 2), np.float32), 25.0, "layer"), 1.0)
+
+
+def test_write_atomically_all_or_nothing(tmp_path):
+    import pytest
+
+    from compiler.artifact import write_atomically
+    from compiler.errors import AcompileError
+
+    (tmp_path / "blocker.md").mkdir()  # os.replace onto a directory fails
+    files = {tmp_path / "m.onnx": b"model", tmp_path / "blocker.md": b"report"}
+    with pytest.raises(AcompileError, match="cannot write output"):
+        write_atomically(files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker.md"]  # no temp files, no model

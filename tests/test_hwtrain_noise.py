@@ -106,3 +106,30 @@ def test_dac_adc_quantize_straight_through():
 def test_bad_config_is_a_user_error(kw):
     with pytest.raises(AcompileError):
         HWAConfig(**kw)
+
+
+def test_periphery_is_off_in_eval_mode():
+    layer = _linear()
+    ref = layer(torch.randn(3, 200))
+    apply_hwa(layer, HWAConfig(noise=0.0, clip=0.0, dac_bits=4, adc_bits=4))
+    layer.eval()
+    x = torch.randn(3, 200)
+    assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+    assert ref.shape == (3, 100)
+
+
+def test_linear_adc_quantizes_each_tile_row_block():
+    from runtime.physics.periphery import quantize
+
+    torch.manual_seed(0)
+    layer = nn.Linear(600, 5)
+    cfg = HWAConfig(noise=0.0, clip=0.0, adc_bits=6, out_bound=3.0, tile_rows=256)
+    apply_hwa(layer, cfg)
+    x = torch.randn(4, 600)
+    layer.train()  # noise 0: training mode is deterministic, and the periphery acts in it only
+    layer(x)  # calibrates the input range (a second pass on the same batch keeps it)
+    y = layer(x).detach()
+    scale = layer.hwa_input_range * layer.weight.abs().max()
+    w = layer.weight.detach()
+    blocks = [quantize(x[:, i : i + 256] @ w[:, i : i + 256].T / scale, 6, 3.0) for i in (0, 256, 512)]
+    assert torch.allclose(y, sum(blocks) * scale + layer.bias.detach(), atol=1e-5)

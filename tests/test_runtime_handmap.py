@@ -52,7 +52,8 @@ def hand_map(model: onnx.ModelProto, target: str | dict = "ideal", tile: tuple[i
         elif node.op_type in ("Gemm", "MatMul") and w is not None and w.ndim == 2 and not a.get("transA", 0):
             wm = (w.T if a.get("transB", 0) else w).astype(np.float32)
             kind = "AnalogMatMul"
-            extra = dict(alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)), orig_op=node.op_type)
+            extra = dict(alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)),
+                         orig_op=node.op_type)
             b = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else None
         else:
             nodes.append(node)
@@ -66,7 +67,8 @@ def hand_map(model: onnx.ModelProto, target: str | dict = "ideal", tile: tuple[i
         tiles = _tiles(rows, cols, R, C, ntile)
         ntile += len(tiles)
         wn, gn = f"{node.name}__W", f"{node.name}__G"
-        g.initializer.extend([numpy_helper.from_array(wm, wn), numpy_helper.from_array(gs.astype(np.float32), gn)])
+        g.initializer.extend([numpy_helper.from_array(wm, wn),
+                              numpy_helper.from_array(gs.astype(np.float32), gn)])
         ins = [node.input[0], wn, gn] + ([b] if b else [])
         nodes.append(helper.make_node(kind, ins, list(node.output), name=node.name, domain="ai.acompile",
                                       layer=node.name, tiles=json.dumps(tiles), **extra))

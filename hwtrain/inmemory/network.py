@@ -84,6 +84,7 @@ def build_network(model: str, algorithm: str, device: str, p: dict[str, float], 
         else:
             rule = TikiTakaRule(w, variant=algorithm, cfg=rpu_config(device, p), bl=int(p["bl"]), gen=gen,
                                 lr_h=p["lr_h"], lr_a_scale=p["lr_a"], p_flip=p["p_flip"],
-                                n_cols=int(p["n_cols"]) or batch_size, read_noise=p["out_noise"])
+                                n_cols=int(p["n_cols"]) or batch_size, read_noise=p["out_noise"],
+                                sync=p["sync"] > 0, period=int(p["period"]))
         layers.append(AnalogLinear(rule, b, per, gen))
     return AnalogMLP(*layers)

@@ -23,6 +23,8 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
     "lr_h": (0.05, ">0", "transfer rate into H (Tiki-Taka family)"),
     "lr_a": (1.0, ">0", "gradient rate on A relative to lr (Tiki-Taka family)"),
     "p_flip": (C.TT_CHOPPER_FLIP_PROB, "[0,1]", "chopper flip probability per column read"),
+    "period": (1.0, ">=1", "c-TTv2 chopper half-period in reads of a column"),
+    "sync": (1.0, "[0,1]", "c-TTv2: 1 = periodic chopper + cycle-synchronous transfer, 0 = random flips"),
     "n_cols": (0.0, ">=0", "columns of A read per update (0 = batch size)"),
     # mixed precision (PCM)
     "w_max": (0.3, ">0", "weight represented by G_max on one side of the pair"),
@@ -39,7 +41,7 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
     # data / schedule
     "limit": (0.0, ">=0", "use only the first N training images (0 = all)"),
     "test_limit": (0.0, ">=0", "use only the first N test images (0 = all)"),
-    "lr_decay": (1.0, ">0", "multiply lr by this after every epoch"),
+    "lr_decay": (0.9, ">0", "multiply lr by this after every epoch"),
 }
 
 

@@ -18,7 +18,7 @@ _AVGPOOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 def same_pads(auto_pad: str, size: list[int], k: list[int], s: list[int], d: list[int]) -> list[int]:
     """ONNX SAME_UPPER / SAME_LOWER padding as [begin..., end...]."""
     begin, end = [], []
-    for n, kk, ss, dd in zip(size, k, s, d):
+    for n, kk, ss, dd in zip(size, k, s, d, strict=False):
         out = -(-n // ss)
         total = max((out - 1) * ss + (kk - 1) * dd + 1 - n, 0)
         small = total // 2
@@ -159,7 +159,7 @@ def max_pool(node: NodeInfo):
 
     def run(x):
         fpad, p = padder(x)
-        if fpad is not None or any(2 * pp > kk for pp, kk in zip(p, k)):
+        if fpad is not None or any(2 * pp > kk for pp, kk in zip(p, k, strict=False)):
             x = F.pad(x, fpad if fpad is not None else torch_pad(p + p), value=-math.inf)
             p = [0] * n
         return fn(x, k, s, p, d, ceil_mode=ceil)
@@ -178,7 +178,7 @@ def avg_pool(node: NodeInfo):
 
     def run(x):
         fpad, p = padder(x)
-        if fpad is None and all(2 * pp <= kk for pp, kk in zip(p, k)) and not (ceil and any(p)):
+        if fpad is None and all(2 * pp <= kk for pp, kk in zip(p, k, strict=False)) and not (ceil and any(p)):
             return fn(x, k, s, p, ceil_mode=ceil, count_include_pad=include)
         if fpad is None:
             fpad = torch_pad(p + p)

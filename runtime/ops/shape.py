@@ -150,7 +150,7 @@ def _slice(x: torch.Tensor, starts, ends, axes, steps) -> torch.Tensor:
     steps = steps if steps is not None else [1] * len(starts)
     index: list = [slice(None)] * x.dim()
     flips = []
-    for s, e, a, st in zip(starts, ends, axes, steps):
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
         a = a % x.dim()
         n = x.shape[a]
         s = s + n if s < 0 else s

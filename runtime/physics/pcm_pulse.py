@@ -67,9 +67,22 @@ def apply_set_pulses(
     idx = torch.nonzero(pulses.reshape(-1) > 0).squeeze(1)
     if idx.numel() == 0:
         return idx
+    apply_set_pulses_at(g, n, idx, pulses.reshape(-1)[idx], cfg, generator)
+    return idx
+
+
+def apply_set_pulses_at(
+    g: torch.Tensor,
+    n: torch.Tensor,
+    idx: torch.Tensor,
+    counts: torch.Tensor,
+    cfg: PCMPulseConfig,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Sparse form of apply_set_pulses: counts[k] (> 0) pulses on flat device idx[k]."""
     gf, nf = g.view(-1), n.view(-1)
     gs, ns = gf[idx], nf[idx]
-    left = pulses.reshape(-1)[idx].to(torch.int64)
+    left = counts.to(torch.int64)
     while True:
         active = left > 0
         if not bool(active.any()):
@@ -82,7 +95,6 @@ def apply_set_pulses(
         left = left - active.to(left.dtype)
     gf[idx] = gs
     nf[idx] = ns
-    return idx
 
 
 class NoiseBank:
@@ -188,6 +200,16 @@ class PCMDifferentialPair:
         i_pos = apply_set_pulses(self.g_pos, self.n_pos, signed_pulses.clamp(min=0), self.cfg, self.gen)
         i_neg = apply_set_pulses(self.g_neg, self.n_neg, (-signed_pulses).clamp(min=0), self.cfg, self.gen)
         return torch.cat([i_pos, i_neg])
+
+    def apply_pulses_at(self, idx: torch.Tensor, signed_counts: torch.Tensor) -> None:
+        """Sparse apply_pulses: signed_counts[k] (non-zero) pulses for flat weight idx[k]."""
+        self._read_std_age += 1
+        pos = signed_counts > 0
+        if bool(pos.any()):
+            apply_set_pulses_at(self.g_pos, self.n_pos, idx[pos], signed_counts[pos], self.cfg, self.gen)
+        neg = ~pos
+        if bool(neg.any()):
+            apply_set_pulses_at(self.g_neg, self.n_neg, idx[neg], -signed_counts[neg], self.cfg, self.gen)
 
     def program(self, w_target: torch.Tensor) -> None:
         """Program-and-verify a weight from scratch: RESET both, the difference goes on one device."""

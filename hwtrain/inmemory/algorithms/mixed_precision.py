@@ -62,12 +62,16 @@ class MixedPrecisionRule:
         update *= -lr
         self.chi += update
         p = torch.trunc(self.chi / self.eps)
-        self.chi.addcmul_(p, torch.full((), self.eps, dtype=p.dtype, device=p.device), value=-1.0)
+        idx = torch.nonzero(p.view(-1)).squeeze(1)  # pulses are sparse: work on the touched weights only
+        pv = p.view(-1)[idx]
+        self.chi.view(-1)[idx] -= pv * self.eps
         if self.track:
             self.accumulated += update
-            self.applied += p * self.eps
-        touched = self.pair.apply_pulses(p)
-        self.pulses += int(p.abs().sum())
+            self.applied.view(-1)[idx] += pv * self.eps
+        if idx.numel():
+            self.pair.apply_pulses_at(idx, pv)
+            self.pulses += int(pv.abs().sum())
+        touched = idx
         self.steps += 1
         if self.steps % self.refresh_every == 0:
             self.pair.refresh(touched if self.refresh_every == 1 else None)

@@ -4,7 +4,10 @@ A fast array A receives the pulsed gradient (as analog SGD). Every update, n_col
 read with a one-hot input v_k (a noisy analog read) and the result is filtered digitally into H:
     TTv2:    z = (A - R) v_k                       R: reference array programmed to A's nominal SP
     c-TTv2:  gradient written to A with chopper c_k (input sign); z = c_k (A - R) v_k; c_k flips
-             with probability p_flip after each read of column k, so A's offset from R averages out
+             every `period` reads of column k (or with probability p_flip, `sync=0`), so A's offset
+             from R cancels; with sync, W is written only at the end of a full chopper cycle
+             (integrate-and-dump), where a constant offset has cancelled in H exactly — our choice:
+             with random flips the offset's +-c terms crossed the threshold before cancelling
     AGAD:    no R; z = c_k (A v_k - mu_k), mu_k = mean read of column k over its previous chopper period
              (a dynamic reference that follows A's drifting symmetry point)
     H[:, k] += lr_h * z / dw_min(W);  where |H| >= 1 write trunc(H) pulses to W[:, k];  H -= trunc(H)
@@ -39,6 +42,8 @@ class TikiTakaRule:
         p_flip: float,
         n_cols: int,
         read_noise: float,
+        sync: bool = True,
+        period: int = 1,
     ) -> None:
         if variant not in VARIANTS:
             raise AcompileError(f"unknown Tiki-Taka variant {variant!r}")
@@ -70,6 +75,11 @@ class TikiTakaRule:
         self.mu_prev = torch.zeros(shape, device=dev)
         self.has_prev = torch.zeros(shape[1], dtype=torch.bool, device=dev)
         self.k = 0
+        # c-TTv2 with a periodic chopper (flip after every `period` reads of a column) and a cycle-
+        # synchronous transfer; sync = False gives the random-flip variant (probability p_flip)
+        self.sync = sync
+        self.period = max(int(period), 1)
+        self.reads = torch.zeros(shape[1], device=dev)
         self.w_scale = cfg.w_bound
         self.transfers = 0
 
@@ -103,6 +113,12 @@ class TikiTakaRule:
             signal = torch.where(self.has_prev[cols], c * (z - self.mu_prev[:, cols]), torch.zeros_like(z))
         h = self.h[:, cols] + self.lr_h * signal / self.w.cfg.dw_min
         n = torch.trunc(h)
+        if self.variant == "cttv2" and self.sync:
+            # integrate-and-dump: write W only at the end of a full chopper cycle, where a constant
+            # offset's +c and -c contributions to H have cancelled exactly
+            self.reads[cols] += 1
+            done = (self.reads[cols] % (2 * self.period)) == 0
+            n = n * done.to(n.dtype)
         self.h[:, cols] = h - n
         if bool((n != 0).any()):
             up = torch.zeros_like(self.w.w)
@@ -111,7 +127,11 @@ class TikiTakaRule:
             down[:, cols] = (-n).clamp(min=0)
             self.w.apply_pulses(up, down)
             self.transfers += int(n.abs().sum())
-        if self.p_flip > 0:
+        if self.variant == "cttv2" and self.sync:
+            flip = (self.reads[cols] % self.period) == 0
+            if bool(flip.any()):
+                self.c[cols[flip]] = -self.c[cols[flip]]
+        elif self.p_flip > 0:
             flip = torch.rand(cols.shape, generator=self.gen, device=cols.device) < self.p_flip
             if bool(flip.any()):
                 fc = cols[flip]
@@ -127,13 +147,14 @@ class TikiTakaRule:
         out = {f"a.{k}": v for k, v in self.a.state_dict().items()}
         out.update({f"w.{k}": v for k, v in self.w.state_dict().items()})
         out.update(h=self.h, c=self.c, mu_sum=self.mu_sum, mu_cnt=self.mu_cnt, mu_prev=self.mu_prev,
-                   has_prev=self.has_prev.to(torch.float32), r=self.r, k=torch.tensor(float(self.k)))
+                   has_prev=self.has_prev.to(torch.float32), r=self.r, k=torch.tensor(float(self.k)),
+                   reads=self.reads)
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.a.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("a.")})
         self.w.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("w.")})
-        for name in ("h", "c", "mu_sum", "mu_cnt", "mu_prev", "r"):
+        for name in ("h", "c", "mu_sum", "mu_cnt", "mu_prev", "r", "reads"):
             setattr(self, name, state[name].clone())
         self.has_prev = state["has_prev"] > 0.5
         self.k = int(state["k"])
