@@ -73,7 +73,7 @@ def bench_tiki_taka(args: argparse.Namespace) -> None:
     for alg in algorithms:
         pts = [r for r in rows if r["algorithm"] == alg]
         ax.plot([r["offset"] for r in pts], [100 * r["test_accuracy"] for r in pts], "o-", label=alg)
-    ax.set_xlabel("symmetry-point / reference offset (std, weight units; range [-1, 1])")
+    ax.set_xlabel("symmetry-point / reference offset (std; weights in [-1, 1])")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"MLP MNIST ({args.limit or 60000} train imgs, {args.epochs} ep), soft bounds", fontsize=9)
     ax.grid(alpha=0.3)

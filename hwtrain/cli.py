@@ -84,7 +84,10 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="write metrics JSON")
 @click.option(
-    "--checkpoint", type=click.Path(dir_okay=False), default=None, help="save .npz after every epoch"
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="save .npz after every epoch ({epoch} in the name: one file each)",
 )
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from a checkpoint")
 @click.option(

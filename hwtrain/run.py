@@ -114,6 +114,7 @@ def run_training(
         raise AcompileError(f"--eval-limit must be >= 1, got {eval_limit}")
     train_ds = load_dataset(dataset, "train", root=data_root)
     pre = preprocessing_for(model_name, dataset, train_ds.x)
+    torch.manual_seed(seed)  # the initial weights are part of the recipe
     model = build_for(model_name, pre, dataset)
     if init:
         load_weights(model, init)

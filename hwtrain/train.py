@@ -339,9 +339,12 @@ def train(
         history.append(record)
         if progress:
             tqdm.write(_epoch_line(record))
-        if checkpoint:
+        if checkpoint:  # "{epoch}" in the path keeps one file per epoch
             save_checkpoint(
-                checkpoint, model, opt, {"epoch": epoch + 1, "history": history, "config": cfg.to_dict()}
+                str(checkpoint).replace("{epoch}", str(epoch + 1)),
+                model,
+                opt,
+                {"epoch": epoch + 1, "history": history, "config": cfg.to_dict()},
             )
     from hwtrain.noise import strip_hwa
 

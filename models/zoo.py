@@ -176,17 +176,9 @@ def default_dataset(name: str) -> str:
 
 
 def default_preprocessing(name: str, dataset: str | None = None) -> Preprocessing:
-    """How uint8 images of `dataset` (default: the model's own) become this model's input tensor.
-
-    The MLP takes pixels / 255 in [0, 1] without mean/std normalization (as Nandakumar et al.): the
-    background is exactly 0, so the DAC drives few rows and the analog partial sums stay well inside
-    the ADC range; a normalized background (-0.42) would drive all 784 rows and saturate it.
-    """
+    """How uint8 images of `dataset` (default: the model's own) become this model's input tensor."""
     _, ds, layout = _entry(name)
-    pre = dataset_preprocessing(dataset or ds, layout=layout)
-    if name.lower() == "mlp":
-        pre.mean, pre.std = [0.0] * len(pre.mean), [1.0] * len(pre.std)
-    return pre
+    return dataset_preprocessing(dataset or ds, layout=layout)
 
 
 def example_input(name: str, batch: int = 2, dataset: str | None = None) -> torch.Tensor:

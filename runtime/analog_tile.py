@@ -317,6 +317,8 @@ class AnalogLayer:
             vm[rs - lo: re - lo] = self.w_var[rs:re] * (k_mult * k_mult)
             var = self.geo.kernel(vm) if self.geo.is_conv else vm
         kern = self.geo.kernel(wm) if self.geo.is_conv else wm
+        if kern.dim() == 4:  # channels-last kernels: the fastest CPU conv path (oneDNN)
+            kern = kern.contiguous(memory_format=torch.channels_last)
         shape = (1, -1) + (1,) * len(self.geo.k) if self.geo.is_conv else (-1,)
         return dict(sl=sl, kern=kern, var=var, scale=scale.reshape(shape).contiguous())
 
@@ -344,6 +346,8 @@ class AnalogLayer:
         if self.calibrating:
             self._calibrate_observe(x)
         geo = self.geo
+        if x.dim() == 4 and geo.is_conv:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.dac == "quant":
             lin = levels(self.settings.dac_bits)
             xs = torch.round(x * self.in_mult).clamp_(-lin, lin)
@@ -366,10 +370,10 @@ class AnalogLayer:
             if self.noise_units > 0:
                 y = y.add_(torch.randn(y.shape, generator=self.generator, device=y.device),
                            alpha=self.noise_units)
-            y = y.mul_(blk["scale"])
-            out = y if out is None else out.add_(y)
-        if self.bias is not None:
-            out = out.add_(self.bias)
+            if out is None:  # rescale (and bias) fused into one pass; later blocks accumulate in place
+                out = y.mul_(blk["scale"]) if self.bias is None else torch.addcmul(self.bias, y, blk["scale"])
+            else:
+                out.addcmul_(y, blk["scale"])
         return out
 
 

@@ -74,6 +74,7 @@ class EvalConfig:
     times: list[float] = field(default_factory=lambda: [1.0, 3600.0, 86400.0])
     chips: int = 10
     compensation: list[str] = field(default_factory=lambda: ["none", "global", "bn"])
+    compensation_given: bool = True  # False: defaults, so bn is dropped for models without BN
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 256
@@ -227,7 +228,15 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         torch.set_num_threads(cfg.threads)
     x, y, xc, calib_source, data_name = _prepare_data(model, cfg)
     emu = Emulator(model, settings, cfg.device)
-    methods = comp.check_methods(cfg.compensation, len(emu.bn_layers))
+    requested = cfg.compensation
+    if not cfg.compensation_given and not emu.bn_layers:
+        requested = [m for m in requested if m != "bn"]
+        if progress:
+            import sys
+
+            print("acompile: note: model has no BatchNormalization nodes; 'bn' compensation left out",
+                  file=sys.stderr)
+    methods = comp.check_methods(requested, len(emu.bn_layers))
     if not emu.layers:
         raise AcompileError("the model has no analog (ai.acompile) nodes: compile it with --target first")
 

@@ -32,6 +32,7 @@ def _randomize_bn(model: nn.Module) -> nn.Module:
 
 
 def test_resnet32_export_keeps_bn_and_matches_torch(tmp_path):
+    torch.manual_seed(0)
     model = _randomize_bn(zoo.build("resnet32"))
     apply_hwa(model, HWAConfig(noise=0.05, dac_bits=8, adc_bits=8))  # must be stripped by the export
     model.eval()
@@ -60,7 +61,7 @@ def test_resnet32_export_keeps_bn_and_matches_torch(tmp_path):
     with torch.no_grad():
         ref = model(x).numpy()
     got = sess.run(None, {"input": x.numpy()})[0]
-    assert np.abs(got - ref).max() < 1e-4
+    assert np.allclose(got, ref, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5"])
@@ -83,15 +84,18 @@ def test_small_models_export(tmp_path, name):
         assert {t.name for t in proto.graph.initializer} >= {"fc1.weight", "fc2.weight"}
 
 
-def test_bundled_mlp_metadata():
+@pytest.mark.parametrize("name, layout", [("mlp-mnist", "flat"), ("lenet5-mnist", "NCHW")])
+def test_bundled_models_metadata(name, layout):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "models" / "mlp-mnist.onnx"
+    path = Path(__file__).resolve().parent.parent / "models" / f"{name}.onnx"
     if not path.exists():
         pytest.skip("bundled model not built yet")
     assert path.stat().st_size < 2_000_000
+    assert (path.with_suffix(".md")).exists()  # every bundled model has a model card
     meta = read_metadata(path)
     recipe = json.loads(meta[RECIPE_KEY])
-    assert recipe["model"] == "mlp" and recipe["dataset"] == "mnist"
+    assert recipe["model"] == name.split("-")[0] and recipe["dataset"] == "mnist"
     assert recipe["digital_test_accuracy"] >= 0.975
-    assert Preprocessing.from_json(meta[PREPROCESSING_KEY]).layout == "flat"
+    assert recipe["noise"] == 0.038 and recipe["clip"] == 2.5
+    assert Preprocessing.from_json(meta[PREPROCESSING_KEY]).layout == layout

@@ -167,3 +167,75 @@ def test_cli_defaults_match_physics_constants():
     from runtime.physics import constants as C
 
     assert (ETA_DEFAULT, CLIP_DEFAULT) == (C.HWA_ETA_TRAIN, C.HWA_CLIP_ALPHA)
+
+
+def test_resume_continues_exactly(tmp_path):
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.integers(0, 256, (96, 28, 28), dtype=np.uint8), rng.integers(0, 10, 96), "rand")
+    pre = zoo.default_preprocessing("mlp")
+
+    def cfg(epochs):
+        return TrainConfig("mlp", "mnist", epochs=epochs, lr=0.05, batch_size=32, seed=5)
+
+    torch.manual_seed(0)
+    straight = zoo.build("mlp")
+    train(straight, cfg(2), ds, None, pre, progress=False, checkpoint=tmp_path / "ck{epoch}.npz")
+    with np.load(tmp_path / "ck1.npz", allow_pickle=False) as d:
+        assert json.loads(str(d["meta"]))["epoch"] == 1
+    resumed = zoo.build("mlp")  # different init: everything comes from the checkpoint
+    train(resumed, cfg(2), ds, None, pre, progress=False, resume=tmp_path / "ck1.npz")
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+
+
+def test_inmemory_algorithms_are_delegated(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    calls = {}
+
+    def fake_train_inmemory(model, dataset, algorithm, device, epochs, **kw):
+        calls.update(model=model, dataset=dataset, algorithm=algorithm, device=device, epochs=epochs, **kw)
+        return {"test_accuracy": 0.5}
+
+    fake = types.ModuleType("hwtrain.inmemory.run")
+    fake.train_inmemory = fake_train_inmemory
+    monkeypatch.setitem(sys.modules, "hwtrain.inmemory.run", fake)
+    js = tmp_path / "m.json"
+    main(
+        [
+            "train",
+            "mlp",
+            "--dataset",
+            "mnist",
+            "--algorithm",
+            "ttv2",
+            "--device",
+            "softbounds",
+            "--epochs",
+            "3",
+            "--offset",
+            "0.2",
+            "--param",
+            "states=300",
+            "--json",
+            str(js),
+        ]
+    )
+    assert calls["algorithm"] == "ttv2" and calls["device"] == "softbounds" and calls["epochs"] == 3
+    assert calls["params"] == {"states": 300.0, "offset": 0.2}
+    assert calls["json_path"] == js and calls["compute"] == "cpu" and calls["seed"] == 0
+
+
+@pytest.mark.slow
+def test_bundled_mlp_recipe_reaches_its_accuracy(tmp_path):
+    """The bundled model's recipe end to end (~1.5 min on one core): >= 97.5 % digital on MNIST test."""
+    from hwtrain.run import run_training
+
+    torch.set_num_threads(1)
+    _mnist("train", 60000)
+    metrics = run_training(
+        "mlp", dataset="mnist", epochs=10, noise=0.038, clip=2.5, out=str(tmp_path / "m.onnx"), progress=False
+    )
+    assert metrics["test_accuracy"] >= 0.975

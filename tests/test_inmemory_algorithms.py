@@ -124,3 +124,19 @@ def test_trained_in_memory_model_exports_to_onnx(tmp_path) -> None:
     assert m["onnx"] == str(out) and out.exists()
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert "mixed-precision" in meta.get("acompile.recipe", "")
+
+
+@pytest.mark.parametrize("variant,moves", [("ttv2", True), ("cttv2", False), ("agad", False)])
+def test_reference_offset_leaks_into_w_only_for_ttv2(variant: str, moves: bool) -> None:
+    """No gradient at all, A sits at its symmetry point 0.3 away from R: only TTv2 transfers that offset."""
+    from hwtrain.inmemory.algorithms.tiki_taka import TikiTakaRule
+    from runtime.physics.rpu_devices import RPUConfig
+
+    gen = _gen(3)
+    cfg = RPUConfig(kind="softbounds", dw_min=0.002, offset=0.3)
+    rule = TikiTakaRule(torch.zeros(6, 8), variant=variant, cfg=cfg, bl=10, gen=gen, lr_h=0.05, p_flip=0.5,
+                        n_cols=8, read_noise=0.0, period=1)
+    for _ in range(40):
+        rule.step(torch.zeros(4, 8), torch.zeros(4, 6), lr=0.1)
+    moved = float(rule.weights().abs().max())
+    assert (moved > 0.05) == moves, moved

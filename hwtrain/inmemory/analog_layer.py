@@ -50,7 +50,7 @@ def analog_mvm(
         return v @ w
     scale = v.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
     vn = quantize(v / scale, per.dac_bits, 1.0) if per.dac_bits else v / scale
-    yn = vn @ (w / w_scale)
+    yn = (vn @ w) * (1.0 / w_scale)  # scale the small output, not the big matrix
     if per.out_noise > 0:
         yn = yn + per.out_noise * torch.randn(yn.shape, generator=gen, device=yn.device, dtype=yn.dtype)
     yn = quantize(yn, per.adc_bits, per.out_bound)

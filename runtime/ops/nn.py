@@ -92,21 +92,20 @@ def conv(node: NodeInfo):
 
 @register("ConvTranspose")
 def conv_transpose(node: NodeInfo):
-    w = node.const(1)
-    k = list(node.attrs.get("kernel_shape", w.shape[2:] if w is not None else []))
-    n = len(k)
-    s = list(node.attrs.get("strides", [1] * n))
-    d = list(node.attrs.get("dilations", [1] * n))
-    g = int(node.attrs.get("group", 1))
-    opad = list(node.attrs.get("output_padding", [0] * n))
-    pads = list(node.attrs.get("pads", [0] * (2 * n)))
-    auto = node.attrs.get("auto_pad", "NOTSET")
-    if "output_shape" in node.attrs or auto not in ("NOTSET", "VALID"):
+    a = node.attrs
+    g = int(a.get("group", 1))
+    auto = a.get("auto_pad", "NOTSET")
+    if "output_shape" in a or auto not in ("NOTSET", "VALID"):
         raise node.error("output_shape / auto_pad SAME are not supported")
-    if pads[:n] != pads[n:]:
-        raise node.error("asymmetric pads are not supported")
 
     def run(x, w, b=None):
+        n = w.dim() - 2
+        s = list(a.get("strides", [1] * n))
+        d = list(a.get("dilations", [1] * n))
+        opad = list(a.get("output_padding", [0] * n))
+        pads = list(a.get("pads", [0] * (2 * n)))
+        if pads[:n] != pads[n:]:
+            raise node.error("asymmetric pads are not supported")
         return _CONVT[n](x, w, b, s, pads[:n], opad, g, d)
 
     return run

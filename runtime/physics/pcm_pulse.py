@@ -163,13 +163,16 @@ class PCMDifferentialPair:
         self.n_neg = torch.zeros(shape, device=device)
         self.refreshes = 0
         self._noise = NoiseBank(tuple(shape), generator, device)
+        self._w: torch.Tensor | None = None
         self._read_std: torch.Tensor | None = None
         self._read_std_age = 0
         self.read_std_every = 10  # steps between recomputations of the (slowly changing) read-noise std
 
     def weights(self) -> torch.Tensor:
-        """Noise-free effective weight (what the conductances encode)."""
-        return (self.g_pos - self.g_neg) * self.w_per_us
+        """Noise-free effective weight (what the conductances encode); cached until the next write."""
+        if self._w is None:
+            self._w = (self.g_pos - self.g_neg) * self.w_per_us
+        return self._w
 
     def read(self, read_noise: bool = True, t: float = 0.0) -> torch.Tensor:
         """One noisy read of the effective weights: 1/f read noise of DESIGN §6 on each device.
@@ -179,7 +182,7 @@ class PCMDifferentialPair:
         """
         if not read_noise:
             return self.weights()
-        return self.weights() + self.read_noise_std(t) * self._noise.sample()
+        return torch.addcmul(self.weights(), self.read_noise_std(t), self._noise.sample())
 
     def read_noise_std(self, t: float = 0.0) -> torch.Tensor:
         """Std of one read of G+ - G- in weight units: the two devices' 1/f noise (DESIGN §6) in quadrature.
@@ -197,6 +200,7 @@ class PCMDifferentialPair:
     def apply_pulses(self, signed_pulses: torch.Tensor) -> None:
         """p > 0: p SET pulses on G+; p < 0: |p| SET pulses on G-. Returns the touched flat indices."""
         self._read_std_age += 1
+        self._w = None
         i_pos = apply_set_pulses(self.g_pos, self.n_pos, signed_pulses.clamp(min=0), self.cfg, self.gen)
         i_neg = apply_set_pulses(self.g_neg, self.n_neg, (-signed_pulses).clamp(min=0), self.cfg, self.gen)
         return torch.cat([i_pos, i_neg])
@@ -204,6 +208,7 @@ class PCMDifferentialPair:
     def apply_pulses_at(self, idx: torch.Tensor, signed_counts: torch.Tensor) -> None:
         """Sparse apply_pulses: signed_counts[k] (non-zero) pulses for flat weight idx[k]."""
         self._read_std_age += 1
+        self._w = None
         pos = signed_counts > 0
         if bool(pos.any()):
             apply_set_pulses_at(self.g_pos, self.n_pos, idx[pos], signed_counts[pos], self.cfg, self.gen)
@@ -216,6 +221,7 @@ class PCMDifferentialPair:
         mask = torch.ones_like(w_target, dtype=torch.bool)
         self._rewrite(mask, w_target)
         self._read_std = None
+        self._w = None
 
     def refresh(self, touched: torch.Tensor | None = None) -> int:
         """RESET saturated pairs and rewrite their difference on one device; returns how many.
@@ -236,11 +242,12 @@ class PCMDifferentialPair:
             self._rewrite_idx(touched)
             self.refreshes += count
             self._read_std = None
+            self._w = None
         return count
 
     def _rewrite_idx(self, idx: torch.Tensor) -> None:
         sub = PCMDifferentialPair.__new__(PCMDifferentialPair)
-        sub.cfg, sub.w_per_us, sub.gen = self.cfg, self.w_per_us, self.gen
+        sub.cfg, sub.w_per_us, sub.gen, sub._w = self.cfg, self.w_per_us, self.gen, None
         flat = {k: getattr(self, k).reshape(-1) for k in ("g_pos", "g_neg", "n_pos", "n_neg")}
         for k, v in flat.items():
             setattr(sub, k, v[idx].clone())
@@ -274,3 +281,5 @@ class PCMDifferentialPair:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k in ("g_pos", "g_neg", "n_pos", "n_neg"):
             setattr(self, k, state[k].to(getattr(self, k).device, getattr(self, k).dtype).clone())
+        self._w = None
+        self._read_std = None

@@ -125,24 +125,38 @@ class RPUArray:
             self.w = self._step(self.w, n_down, up=False)
 
     def _step(self, w: torch.Tensor, k: torch.Tensor, up: bool) -> torch.Tensor:
+        """Pulse only the devices with k > 0 (coincidences are sparse), gathered to a flat subset."""
         cfg = self.cfg
-        dw = self.dw_up if up else self.dw_down
+        idx = torch.nonzero(k.reshape(-1) > 0).squeeze(1)
+        if idx.numel() == 0:
+            return w
+        dense = idx.numel() > k.numel() // 4  # gathering only pays off for sparse updates
+
+        def g(t: torch.Tensor) -> torch.Tensor:
+            return t if dense else t.reshape(-1)[idx]
+
+        ws, ks, w_max, w_min = g(w), g(k), g(self.w_max), g(self.w_min)
+        dw = g(self.dw_up if up else self.dw_down)
         if cfg.kind == "linear":
             first = dw
-            mean_new = w + (k * dw if up else -k * dw)
+            mean_new = ws + (ks * dw if up else -ks * dw)
         elif up:
-            span = self.w_max - self.sp_shift
-            first = dw * (self.w_max - w) / span
-            mean_new = self.w_max - (self.w_max - w) * torch.pow(1 - dw / span, k)
+            span = w_max - g(self.sp_shift)
+            first = dw * (w_max - ws) / span
+            mean_new = w_max - (w_max - ws) * torch.pow(1 - dw / span, ks)
         else:
-            span = self.sp_shift - self.w_min
-            first = dw * (w - self.w_min) / span
-            mean_new = self.w_min + (w - self.w_min) * torch.pow(1 - dw / span, k)
+            span = g(self.sp_shift) - w_min
+            first = dw * (ws - w_min) / span
+            mean_new = w_min + (ws - w_min) * torch.pow(1 - dw / span, ks)
         if cfg.c2c > 0:
-            z = torch.randn(w.shape, generator=self.gen, device=w.device, dtype=w.dtype)
-            mean_new = mean_new + cfg.c2c * first.abs() * k.sqrt() * z
-        new = torch.maximum(torch.minimum(mean_new, self.w_max), self.w_min)
-        return torch.where(k > 0, new, w)
+            z = torch.randn(ws.shape, generator=self.gen, device=w.device, dtype=w.dtype)
+            mean_new = mean_new + cfg.c2c * first.abs() * ks.sqrt() * z
+        new = torch.maximum(torch.minimum(mean_new, w_max), w_min)
+        if dense:
+            return torch.where(k > 0, new, w)
+        out = w.clone()
+        out.view(-1)[idx] = new
+        return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"w": self.w, "dw_up": self.dw_up, "dw_down": self.dw_down, "sp_shift": self.sp_shift,

@@ -1,0 +1,117 @@
+"""Benchmark: emulated PCM inference vs onnxruntime fp32 on a ResNet-32-shaped CIFAR-10 model.
+
+    python bench/bench_runtime.py --threads 2 [--images 10000] [--memory]
+
+Same model (tests/archs.py resnet32, compiled with `--target pcm`), same CIFAR-10 test images
+(runtime.data cifar10), same thread count for torch and onnxruntime. Emulator = all noise on
+(programming, drift, 1/f read noise, output noise), 8-bit DAC / ADC, global drift compensation, t = 1 day.
+Reports the inference pass time of both; programming / calibration / compensation setup separately.
+`--memory` also measures the peak RSS of a ResNet-50 (224x224) emulated over 10 chips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler.pipeline import map_model  # noqa: E402
+from compiler.targets import load_target  # noqa: E402
+from runtime.analog_tile import AnalogSettings  # noqa: E402
+from runtime.baseline import OrtBaseline  # noqa: E402
+from runtime.data import default_preprocessing, load_dataset  # noqa: E402
+from runtime.evaluate import Emulator, make_generator  # noqa: E402
+from tests.archs import ARCHS, export  # noqa: E402
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_speed(threads: int, n_images: int, batch: int, device: str) -> None:
+    torch.set_num_threads(threads)
+    model, x0 = ARCHS["resnet32"]()
+    with tempfile.TemporaryDirectory() as d:
+        p = export(model, x0, Path(d) / "r32.onnx", dynamic_batch=True)
+        mapped, report = map_model(p, load_target("pcm"))
+    data = load_dataset("cifar10", "test").subset(n_images)
+    x = default_preprocessing("cifar10").apply(data.x)
+    print(f"model: resnet32 (tests/archs.py), {report['totals']['analog_layers']} analog layers, "
+          f"{report['totals']['tiles']} tiles; {len(x)} CIFAR-10 test images; threads={threads}; "
+          f"batch={batch}")
+
+    ort = OrtBaseline(mapped, threads)
+    ort(x[:batch])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch):
+        ort(x[i:i + batch])
+    t_ort = time.perf_counter() - t0
+
+    settings = AnalogSettings.from_target(load_target("pcm"))
+    emu = Emulator(mapped, settings, device)
+    t0 = time.perf_counter()
+    emu.program(0, 0, x[:256], batch)
+    emu.set_time(86400.0, 0, 0, 0)
+    emu.compensate("global", x[:0], batch, make_generator(emu.device, 0, 0, 2))
+    t_setup = time.perf_counter() - t0
+    gen = make_generator(emu.device, 0, 0, 2, 0, 0)
+    emu.accuracy(x[:batch], data.y[:batch], batch, gen)  # warm-up
+    t0 = time.perf_counter()
+    emu.accuracy(x, data.y, batch, gen)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t_emu = time.perf_counter() - t0
+
+    print(f"onnxruntime fp32:        {t_ort:7.2f} s  ({1e3 * t_ort / len(x):.3f} ms/image)")
+    print(f"emulator (PCM, 8b, GDC): {t_emu:7.2f} s  ({1e3 * t_emu / len(x):.3f} ms/image)  "
+          f"ratio {t_emu / t_ort:.2f}x")
+    print(f"emulator setup per (chip, t): program + DAC calibration + set_time + GDC = {t_setup:.2f} s")
+
+
+def bench_memory(chips: int) -> None:
+    torch.set_num_threads(2)
+    base = _rss_mb()
+    model, x0 = ARCHS["resnet50"]()
+    with tempfile.TemporaryDirectory() as d:
+        p = export(model, x0, Path(d) / "r50.onnx", dynamic_batch=True)
+        mapped, report = map_model(p, load_target("pcm"))
+    del model
+    emu = Emulator(mapped, AnalogSettings.from_target(load_target("pcm")))
+    x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    t0 = time.perf_counter()
+    for chip in range(chips):
+        emu.program(0, chip, x[:2], 2)
+        emu.set_time(86400.0, 0, chip, 0)
+        emu.compensate("global", x[:0], 2, make_generator(emu.device, 0, chip, 2))
+        emu.executor(torch.from_numpy(x))
+    n_w = sum(ly.geo.rows * ly.geo.cols for ly in emu.layers)
+    print(f"memory: resnet50 224x224 ({n_w / 1e6:.1f} M analog weights), {chips} chips (programmed one "
+          f"after another, batch 4): peak RSS {_rss_mb():.0f} MB (process start {base:.0f} MB); "
+          f"{time.perf_counter() - t0:.1f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--chips", type=int, default=10)
+    a = ap.parse_args()
+    if a.memory:
+        bench_memory(a.chips)
+    else:
+        bench_speed(a.threads, a.images, a.batch, a.device)
+
+
+if __name__ == "__main__":
+    main()
