@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Set-up on a fresh machine: a virtual environment in .venv with the CPU build of torch and acompile.
-# Idempotent: re-running after the first time only re-installs when pyproject.toml changed.
+# Idempotent: re-running only re-installs when pyproject.toml changed. Pip's output goes to .venv/setup.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
   "$PY" -m venv .venv
 fi
 # shellcheck disable=SC1091
@@ -12,10 +13,14 @@ fi
 stamp=.venv/.acompile-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+  echo "setup: installing torch (CPU build) and acompile into .venv" >&2
+  log=.venv/setup.log
+  pip_install() { python -m pip install --disable-pip-version-check "$@" >>"$log" 2>&1 || { cat "$log" >&2; exit 1; }; }
+  : >"$log"
+  pip_install --upgrade pip
   # Pin torch to the CPU build first: an unpinned torch would pull a multi-GB CUDA build.
-  python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-  python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-  python -c "import torch, onnx, onnxruntime, compiler, runtime, hwtrain" 
-  echo "$want" > "$stamp"
+  pip_install "torch==2.13.0"
+  pip_install -e ".[dev]"
+  python -c "import torch, onnx, onnxruntime, compiler, runtime, hwtrain"
+  echo "$want" >"$stamp"
 fi
