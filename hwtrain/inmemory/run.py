@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def train_inmemory(
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "test_accuracy": acc,
                         "seconds": seconds, "lr": lr_e})
         tqdm.write(f"epoch {epoch + 1}: loss {loss_sum / n:.4f}  test {100 * acc:.2f} %  ({seconds:.1f} s)",
-                   file=__import__("sys").stderr)
+                   file=sys.stderr)
         if ckpt is not None:
             checkpoint.save(ckpt, net, gen, {"model": model, "algorithm": algorithm, "device": device,
                                              "params": p, "epoch": epoch + 1, "history": history,

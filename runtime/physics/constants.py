@@ -108,10 +108,10 @@ RPU_BL = 10
 # --- Tiki-Taka family ------------------------------------------------------------------------------
 # Gokmen & Haensch, Front. Neurosci. 14:103 (2020) (Tiki-Taka); Rasch et al., "Fast and robust analog
 # in-memory deep neural network training", arXiv 2303.04721 (2023) / Nat. Commun. 2024 (TTv2, c-TTv2,
-# AGAD). Soft-bounds devices with ~1000 states on [-1, 1] (dw_min 0.002 with w_max 1), reference-offset
-# spread swept 0..0.5; TTv2 degrades beyond ~0.1 (5 % of range), c-TTv2 holds to ~0.5, AGAD is invariant.
+# AGAD). The numbers below are acompile's defaults in that spirit, not values quoted from the papers:
+# soft-bounds devices with 1000 states on [-1, 1] (Gokmen & Vlasov's ~1000 states), offsets swept 0..0.5
+# (DESIGN §8: TTv2 degrades beyond ~0.1 = 5 % of range, c-TTv2 holds to ~0.5, AGAD is invariant).
 TT_DW_MIN = 0.002
 TT_W_BOUND = 1.0
-TT_TRANSFER_EVERY = 1  # n_s: updates of A between column reads (Rasch 2023 use ~1 for MNIST-size layers)
-TT_CHOPPER_FLIP_PROB = 0.1  # per column read (c-TTv2 / AGAD; Rasch 2023 use small flip probabilities)
+TT_CHOPPER_FLIP_PROB = 0.1  # per column read (AGAD; c-TTv2 with sync=0)
 TT_H_THRESHOLD = 1.0  # |H| (in units of W's dw_min) at which one pulse is written to W
