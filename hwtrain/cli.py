@@ -14,7 +14,7 @@ import click
 from compiler.errors import AcompileError
 
 HWA_ALGORITHMS = ("hwa", "plain")
-INMEMORY_ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad")
+INMEMORY_ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32")
 ETA_DEFAULT = (
     0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020); kept literal so --help needs no torch
 )
@@ -102,7 +102,7 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
 @click.option(
     "--device",
     "device_model",
-    type=click.Choice(["pcm", "softbounds", "linear"]),
+    type=click.Choice(["pcm", "softbounds", "linear", "ideal"]),
     default="pcm",
     show_default=True,
     help="device model for in-memory algorithms",
@@ -160,7 +160,7 @@ def train_cmd(
             device_model,
             epochs if epochs is not None else 10,
             params=parsed,
-            batch_size=batch_size or 64,
+            batch_size=batch_size,
             lr=lr,
             seed=seed,
             out=Path(out) if out else None,
