@@ -31,7 +31,7 @@ _OPTIONS = [
                  help="Time points after programming: seconds or 1s/1h/1d/30d/1y."),
     click.option("--chips", default=10, show_default=True, type=int, help="Simulated chips (Monte Carlo)."),
     click.option("--compensation", default=None,
-                 help="Comma list of none, global (GDC), column, bn (AdaBS BN re-estimation). "
+                 help="Comma list of none, global (GDC), column, bn (AdaBS BN re-estimation), global+bn. "
                       "Default none,global,bn (bn left out for models without BatchNormalization)."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed; (seed, chip) fixes a chip."),
     click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
@@ -58,6 +58,9 @@ _OPTIONS = [
     click.option("--out-bound", default=None, type=float, help="Override ADC output bound (normalized)."),
     click.option("--input-range", default=None, type=float,
                  help="Static DAC input range (default: calibrated)."),
+    click.option("--fuse", is_flag=True,
+                 help="Experimental: fuse the element-wise DAC/ADC/noise steps with torch.compile "
+                      "(compiles per layer shape; measured slower on ResNet-32, see bench)."),
     click.option("--threads", default=None, type=int, help="torch / onnxruntime CPU threads."),
     click.option("--no-baseline", is_flag=True, help="Skip the onnxruntime digital baseline."),
     click.option("--quiet", is_flag=True, help="No progress bar."),
@@ -66,7 +69,7 @@ _OPTIONS = [
 EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "device", "batch_size", "limit", "calib",
                "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise", "no_drift",
                "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise", "out_bound",
-               "input_range", "threads", "no_baseline", "quiet")
+               "input_range", "fuse", "threads", "no_baseline", "quiet")
 
 
 def eval_options(fn: Callable) -> Callable:
@@ -88,7 +91,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         "read_noise_mode": kw.get("read_noise_mode") or "time",
         "dac_bits": kw.get("dac_bits"), "adc_bits": kw.get("adc_bits"),
         "out_noise": kw.get("out_noise"), "out_bound": kw.get("out_bound"),
-        "input_range": kw.get("input_range"),
+        "input_range": kw.get("input_range"), "fuse": True if kw.get("fuse") else None,
     }
     cfg = EvalConfig(
         data=kw.get("data") or "mnist", times=parse_times(kw.get("times") or "1s,1h,1d,30d,1y"),

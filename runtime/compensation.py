@@ -3,7 +3,8 @@
 GDC: right after programming each tile is read with fixed known +-1 vectors (stored per layer) and the
 mean |output| kept as reference; at time t the same read gives alpha = reference / now, applied
 digitally to the tile's outputs. `column` does the same per output column. `bn` re-estimates the
-BatchNormalization statistics on calibration images run through the drifted analog model.
+BatchNormalization statistics on calibration images run through the drifted analog model;
+`global+bn` does both (GDC for analog layers with no BN after them, e.g. a final classifier).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from compiler.errors import AcompileError
 
-METHODS = ("none", "global", "column", "bn")
+METHODS = ("none", "global", "column", "bn", "global+bn")
 
 
 def check_methods(methods: Iterable[str], n_bn: int) -> list[str]:
@@ -24,7 +25,7 @@ def check_methods(methods: Iterable[str], n_bn: int) -> list[str]:
         m = m.strip().lower()
         if m not in METHODS:
             raise AcompileError(f"unknown compensation '{m}': use {', '.join(METHODS)}")
-        if m == "bn" and n_bn == 0:
+        if m.endswith("bn") and n_bn == 0:
             raise AcompileError(
                 "compensation 'bn' re-estimates BatchNormalization statistics, but this model has no "
                 "BatchNormalization nodes (folded at export?); use 'global' or 'column', or export with "
@@ -58,11 +59,11 @@ def apply(method: str, layers: list, bn_layers: list, refs: list[list[torch.Tens
           run_calibration: Callable[[], None]) -> None:
     """Set up `method` on the layers at the current time point (weights already set)."""
     reset(layers, bn_layers)
-    if method in ("global", "column"):
+    if method in ("global", "column", "global+bn"):
         assert refs is not None
         for layer, ref in zip(layers, refs, strict=False):
             layer.set_alpha(_alphas(layer, ref, layer.read_reference(), method == "column"))
-    elif method == "bn":
+    if method.endswith("bn"):
         for bn in bn_layers:
             bn.start_calibration()
         try:

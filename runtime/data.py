@@ -75,7 +75,8 @@ class Preprocessing:
             data = json.loads(text)
             return cls(**data)
         except (ValueError, TypeError) as exc:
-            raise AcompileError(f"metadata {PREPROCESSING_KEY} is not valid preprocessing JSON: {exc}") from exc
+            msg = f"metadata {PREPROCESSING_KEY} is not valid preprocessing JSON: {exc}"
+            raise AcompileError(msg) from exc
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """uint8 (N,H,W) or (N,H,W,C) -> float32 (N,C,H,W) or (N, C*H*W), normalized per channel."""
@@ -137,7 +138,8 @@ def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None 
     if name == "cifar10-exact":
         return _load_cifar10_exact(split, root)
     raise AcompileError(
-        f"unknown dataset {spec!r}: use mnist, fashion-mnist, cifar10, cifar10-exact, NAME:PATH or a .npz file"
+        f"unknown dataset {spec!r}: use mnist, fashion-mnist, cifar10, cifar10-exact, NAME:PATH "
+        "or a .npz file"
     )
 
 

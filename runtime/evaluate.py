@@ -277,7 +277,8 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
     for ti, t in enumerate(cfg.times):
         for m in methods:
             a = np.asarray(acc[(ti, m)])
-            rows.append({"t": t, "time": format_time(t), "compensation": m, "mean": float(a.mean()),
+            tv = int(t) if float(t).is_integer() else t
+            rows.append({"t": tv, "time": format_time(t), "compensation": m, "mean": float(a.mean()),
                          "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a)),
                          "accuracies": [float(v) for v in a]})
     result["results"] = rows

@@ -252,3 +252,45 @@ def test_eval_shape_mismatch_is_clear(tmp_path):
     onnx.save(hand_map(m, "pcm"), path)
     with pytest.raises(AcompileError, match="expects|channel"):
         run_eval(path, data=str(npz), chips=1, times="1s", compensation="none", quiet=True)
+
+
+def test_four_devices_per_weight_split_each_sign():
+    model = _gemm_model(k=64, n=8)
+    t = _target(tile__devices_per_weight=4, device__prog_noise=False, device__drift=False,
+                device__read_noise=False)
+    emu = Emulator(hand_map(model, t), AnalogSettings.from_target(t))
+    layer = emu.layers[0]
+    layer.program(torch.Generator().manual_seed(0))
+    assert layer.state.g_prog.shape == (4, 64, 8)
+    torch.testing.assert_close(layer.w_eff, layer.w_n)  # two devices per sign, each half the target
+    assert float(layer.state.g_prog.max()) <= 25.0 / 2 + 1e-5
+
+
+@pytest.mark.slow
+def test_fused_tail_matches_eager():
+    """--fuse (torch.compile of the DAC/ADC/noise tail) gives the eager result (same noise stream)."""
+    m = _conv_bn_model()
+    t = _target()
+    mapped = hand_map(m, t, tile=(10, 256))
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    outs = []
+    for fuse in (False, True):
+        emu = Emulator(mapped, AnalogSettings.from_target(t, fuse=fuse))
+        emu.program(0, 0, x, 64)
+        emu.set_time(3600.0, 0, 0, 0)
+        emu._set_generator(torch.Generator().manual_seed(3))
+        outs.append(emu.executor(torch.from_numpy(x)))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-3)
+
+
+def test_global_plus_bn_applies_both():
+    m = _conv_bn_model()
+    t = _target(device__prog_noise=False, device__read_noise=False, periphery__out_noise=0.0)
+    emu = Emulator(hand_map(m, t), AnalogSettings.from_target(t))
+    x = np.random.default_rng(0).standard_normal((128, 3, 8, 8)).astype(np.float32)
+    emu.program(0, 0, x, 128)
+    emu.set_time(3.15e7, 0, 0, 0)
+    emu.compensate("global+bn", x, 128, torch.Generator().manual_seed(0))
+    assert emu.bn_layers[0].override is not None
+    assert all(ly.alpha is not None for ly in emu.layers)
+    assert float(emu.layers[0].alpha[0].mean()) > 1.0  # drift shrank the outputs, GDC scales them up

@@ -20,7 +20,8 @@ PCM_PROG_NOISE_COEFFS = (0.26348, 1.9650, -1.1731)
 PCM_DRIFT_MU = {"a": -0.0155, "b": 0.0244, "lo": 0.049, "hi": 0.1}
 #: Drift-exponent spread: sigma_nu = clip(a ln x + b, lo, hi).
 PCM_DRIFT_SIGMA = {"a": -0.0125, "b": -0.0059, "lo": 0.008, "hi": 0.045}
-#: Drift reference time t0 (s): G(t) = G_prog ((t + t0) / t0)^-nu (Joshi 2020: first read 20 s after programming).
+#: Drift reference time t0 (s): G(t) = G_prog ((t + t0) / t0)^-nu
+#: (Joshi 2020: first read 20 s after programming).
 PCM_T0 = 20.0
 #: 1/f read noise: Q_s = min(c / max(x^exp, floor), cap) (Nandakumar 2019 / aihwkit).
 PCM_READ_NOISE = {"c": 0.0088, "exp": 0.65, "floor": 1e-3, "cap": 0.2}

@@ -90,7 +90,9 @@ class PCMInferenceModel:
         cfg = self.config
         g_prog = g_target.clone()
         if cfg.prog_noise:
-            noise = torch.randn(g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype)
+            noise = torch.randn(
+                g_target.shape, generator=generator, device=g_target.device, dtype=g_target.dtype
+            )
             g_prog = g_prog + cfg.prog_noise_scale * prog_noise_std(g_target, cfg.g_max) * noise
         g_prog = g_prog.clamp(min=0.0)
         if cfg.drift:
@@ -127,5 +129,5 @@ class PCMInferenceModel:
         return (g_drift + std * noise).clamp(min=0.0)
 
     def read(self, state: ProgrammedPCM, t: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Conductance seen at time t: drift, then one sample of accumulated 1/f read noise (aihwkit-style)."""
+        """Conductance at time t: drift, then one sample of the accumulated 1/f noise (aihwkit-style)."""
         return self.add_read_noise(state, self.drift(state, t), t, generator)
