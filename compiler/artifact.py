@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from compiler.errors import AcompileError
+from compiler.graph import drop_unused_initializers
 from compiler.lowering import DOMAIN
 from compiler.partition import Layer
 
@@ -57,15 +58,7 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
     del g.node[:]
     g.node.extend(new_nodes)
     g.initializer.extend(new_inits)
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    keep = [t for t in g.initializer if t.name in used]
-    dropped = {t.name for t in g.initializer} - {t.name for t in keep}
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    if any(i.name in dropped for i in g.input):  # old IR: initializers listed as inputs too
-        inputs = [i for i in g.input if i.name not in dropped]
-        del g.input[:]
-        g.input.extend(inputs)
+    drop_unused_initializers(g)
     if not any(op.domain == DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     meta = dict(original_metadata)

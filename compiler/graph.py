@@ -96,15 +96,20 @@ def remove_dead_nodes(model: onnx.ModelProto) -> int:
         keep = [n for n in g.node if n.name in live]
         del g.node[:]
         g.node.extend(keep)
-    used = {i for n in g.node for i in n.input} | outputs
-    unused = [t for t in g.initializer if t.name not in used]
-    if unused:
-        dropped = {t.name for t in unused}
-        keep_t = [t for t in g.initializer if t.name in used]
-        del g.initializer[:]
-        g.initializer.extend(keep_t)
-        if any(i.name in dropped for i in g.input):  # old IR: initializers listed as inputs too
-            keep_i = [i for i in g.input if i.name not in dropped]
-            del g.input[:]
-            g.input.extend(keep_i)
+    drop_unused_initializers(g)
     return len(dead)
+
+
+def drop_unused_initializers(g: onnx.GraphProto) -> None:
+    """Remove initializers no node or output reads (and their graph-input entries, for old IR)."""
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    dropped = {t.name for t in g.initializer if t.name not in used}
+    if not dropped:
+        return
+    keep = [t for t in g.initializer if t.name not in dropped]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    if any(i.name in dropped for i in g.input):  # old IR: initializers listed as inputs too
+        inputs = [i for i in g.input if i.name not in dropped]
+        del g.input[:]
+        g.input.extend(inputs)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.zoo import CifarResNet
+
 __all__ = [
     "export",
     "resnet50",
@@ -219,51 +221,8 @@ def vgg(seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
 # ResNet-20/32 CIFAR (He et al. 2016 §4.2), BN after every conv, option-B 1x1 projection shortcuts
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(out_ch))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return self.relu(y + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 20, widths=(16, 32, 64), num_classes: int = 10) -> None:
-        super().__init__()
-        assert (depth - 2) % 6 == 0, "depth must be 6n+2"
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU()
-        blocks = []
-        in_ch = widths[0]
-        for i, w in enumerate(widths):
-            for j in range(n):
-                blocks.append(BasicBlock(in_ch, w, 2 if (i > 0 and j == 0) else 1))
-                in_ch = w
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.blocks(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
 def resnet_cifar(depth: int = 20, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
-    """ResNet-20 (depth=20) / ResNet-32 (depth=32) for 32x32 CIFAR input, widths 16/32/64."""
+    """ResNet-20 (depth=20) / ResNet-32 (depth=32) for 32x32 CIFAR input: the model zoo's own net."""
     model = _init(CifarResNet(depth), seed)
     return model, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
 
