@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from compiler.errors import AcompileError
+from runtime import native
 from runtime.ops import NodeInfo
 from runtime.ops.nn import torch_pad
 from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
@@ -42,7 +43,7 @@ class AnalogSettings:
     out_noise: float = 0.04
     read_noise_mode: str = "time"  # "time": one sample per (chip, t) (aihwkit); "read": per MVM
     calib_percentile: float = 99.99
-    fuse: bool = False  # torch.compile the element-wise DAC / ADC tail (runtime/fused.py)
+    kernels: str = "auto"  # element-wise DAC / ADC tail: "native" (runtime/native), "torch", "auto"
 
     @property
     def exact(self) -> bool:
@@ -76,7 +77,20 @@ class AnalogSettings:
             raise AcompileError(f"devices_per_weight must be 2 or 4, got {kw['devices_per_weight']}")
         if kw.get("read_noise_mode", "time") not in ("time", "read"):
             raise AcompileError("read-noise mode must be 'time' or 'read'")
+        if kw.get("kernels", "auto") not in ("auto", "native", "torch"):
+            raise AcompileError("kernels must be 'auto', 'native' or 'torch'")
         return cls(pcm=PCMConfig(**pcm), **kw)
+
+
+@dataclass
+class Epilogue:
+    """Digital nodes right after an analog layer that it applies in its own output pass:
+    inference BatchNormalization (folded into the rescale), a residual Add, then ReLU."""
+
+    bn: Any = None  # runtime.ops.nn.BatchNorm
+    bn_args: list[torch.Tensor] = field(default_factory=list)  # its constant scale, bias, mean, var
+    residual: bool = False  # the layer's call gets the tensor to add as its last argument
+    relu: bool = False
 
 
 def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto
@@ -191,6 +205,7 @@ class AnalogLayer:
         self.w_eff: torch.Tensor = self.w_n
         self.w_var: torch.Tensor | None = None
         self._ref_inputs: torch.Tensor | None = None
+        self.epilogue: Epilogue | None = None
         self._prepare()
 
     # ---- programming and time -------------------------------------------------------------------
@@ -320,8 +335,7 @@ class AnalogLayer:
         kern = self.geo.kernel(wm) if self.geo.is_conv else wm
         if kern.dim() == 4:  # channels-last kernels: the fastest CPU conv path (oneDNN)
             kern = kern.contiguous(memory_format=torch.channels_last)
-        shape = (1, -1) + (1,) * len(self.geo.k) if self.geo.is_conv else (-1,)
-        return dict(sl=sl, kern=kern, var=var, scale=scale.reshape(shape).contiguous())
+        return dict(sl=sl, kern=kern, var=var, scale_vec=scale.reshape(-1).float().contiguous())
 
     # ---- forward --------------------------------------------------------------------------------
     def _calibrate_observe(self, x: torch.Tensor) -> None:
@@ -343,54 +357,128 @@ class AnalogLayer:
             self.calibrating = False
             self._prepare()
 
-    def __call__(self, x: torch.Tensor, *_: Any) -> torch.Tensor:
+    def _use_native(self, x: torch.Tensor) -> bool:
+        k = self.settings.kernels
+        if k == "torch" or self.calibrating or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if k == "native":
+            if not native.available():
+                raise AcompileError(f"native kernels unavailable: {native.error()}")
+            return True
+        return native.available()
+
+    def set_epilogue(self, epilogue: Epilogue | None) -> None:
+        """Digital nodes after this layer that it applies itself (the executor then skips them)."""
+        self.epilogue = epilogue
+
+    def _digital(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Per-block output scales [cols] and bias [cols], with an epilogue BN folded in."""
+        scales = [blk["scale_vec"] for blk in self.blocks]
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        ep = self.epilogue
+        if ep is None or ep.bn is None:
+            return scales, bias
+        inv, shift = ep.bn.affine(*ep.bn_args)
+        scales = [sc * inv for sc in scales]
+        bias = shift if bias is None else torch.addcmul(shift, bias, inv)
+        return scales, bias.contiguous()
+
+    def kernels_used(self) -> str:
+        """'native' or 'torch': what a CPU float32 batch runs on with these settings."""
+        return "native" if self._use_native(torch.empty(0)) else "torch"
+
+    def __call__(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        ep = self.epilogue
+        residual = args[-1] if ep is not None and ep.residual else None
+        if ep is not None and ep.bn is not None and ep.bn.calibrating:
+            return self._unfused(x, residual)  # BN re-estimation must see this layer's raw outputs
         if self.calibrating:
             self._calibrate_observe(x)
         geo = self.geo
         if x.dim() == 4 and geo.is_conv:
             x = x.contiguous(memory_format=torch.channels_last)
-        fuse = self.settings.fuse and not self.calibrating
+        scales, bias = self._digital()
+        relu = ep is not None and ep.relu
+        if self._use_native(x):
+            return self._forward_native(x, scales, bias, residual, relu)
         if self.dac == "quant":
             lin = levels(self.settings.dac_bits)
-            if fuse:
-                from runtime.fused import get
-
-                xs = get("dac")(x, self.in_mult, float(lin))
-            else:
-                xs = torch.round(x * self.in_mult).clamp_(-lin, lin)
+            xs = torch.round(x * self.in_mult).clamp_(-lin, lin)
         elif self.in_mult != 1.0:
             xs = x * self.in_mult
         else:
             xs = x
+        shape = (1, -1) + (1,) * len(geo.k) if geo.is_conv else (-1,)
         out = None
-        for blk in self.blocks:
-            xb = xs
-            if blk["sl"] is not None:
-                c0, c1 = blk["sl"]
-                xb = xs[:, c0:c1] if geo.is_conv else xs[..., c0:c1]
-            y = geo.apply(xb, blk["kern"])
-            if blk["var"] is not None:  # per-read 1/f noise: exact output std for independent devices
-                std = geo.apply(xb * xb, blk["var"]).clamp_(min=0).sqrt_()
-                y = y.addcmul_(std, torch.randn(y.shape, generator=self.generator, device=y.device))
-            if fuse:
-                from runtime.fused import get
-
-                noise = (torch.randn(y.shape, generator=self.generator, device=y.device)
-                         if self.noise_units > 0 else None)
-                acc = out if out is not None else self.bias
-                out = get("tail")(y, noise, blk["scale"], acc, float(getattr(self, "lout", 0)),
-                                  float(self.noise_units), self.adc == "quant")
-                continue
-            if self.adc == "quant":
-                y = y.round_().clamp_(-self.lout, self.lout)
-            if self.noise_units > 0:
+        for blk, sc in zip(self.blocks, scales, strict=True):
+            y = self._block_mvm(xs, blk)
+            if self.noise_units > 0:  # analog output noise, then the ADC digitizes
                 y = y.add_(torch.randn(y.shape, generator=self.generator, device=y.device),
                            alpha=self.noise_units)
+            if self.adc == "quant":
+                y = y.round_().clamp_(-self.lout, self.lout)
+            sc = sc.reshape(shape)
             if out is None:  # rescale (and bias) fused into one pass; later blocks accumulate in place
-                out = y.mul_(blk["scale"]) if self.bias is None else torch.addcmul(self.bias, y, blk["scale"])
+                out = y.mul_(sc) if bias is None else torch.addcmul(bias.reshape(shape), y, sc)
             else:
-                out.addcmul_(y, blk["scale"])
-        return out
+                out.addcmul_(y, sc)
+        if residual is not None:
+            out = out.add_(residual)
+        return out.clamp_min_(0) if relu else out
+
+    def _unfused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """This layer, then its epilogue's nodes one by one (as the executor would run them)."""
+        ep = self.epilogue
+        self.epilogue = None
+        try:
+            y = self(x)
+        finally:
+            self.epilogue = ep
+        if ep.bn is not None:
+            y = ep.bn(y, *ep.bn_args)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if ep.relu else y
+
+    def _block_mvm(self, xs: torch.Tensor, blk: dict, sliced: bool = False) -> torch.Tensor:
+        """One row block's analog MVM (in ADC units), with per-read 1/f noise when that mode is on.
+        `sliced`: xs is already this block's input slice."""
+        geo = self.geo
+        xb = xs
+        if blk["sl"] is not None and not sliced:
+            c0, c1 = blk["sl"]
+            xb = xs[:, c0:c1] if geo.is_conv else xs[..., c0:c1]
+        y = geo.apply(xb, blk["kern"])
+        if blk["var"] is not None:  # per-read 1/f noise: exact output std for independent devices
+            std = geo.apply(xb * xb, blk["var"]).clamp_(min=0).sqrt_()
+            y = y.addcmul_(std, torch.randn(y.shape, generator=self.generator, device=y.device))
+        return y
+
+    def _forward_native(self, x: torch.Tensor, scales: list[torch.Tensor], bias: torch.Tensor | None,
+                        residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+        """Same semantics as the torch path, with one fused pass for the DAC and one per block tail."""
+        s, geo = self.settings, self.geo
+        cdim = (1 if geo.is_conv else -1) % x.dim()
+        slices = [blk["sl"] for blk in self.blocks]
+        per_block = self.dac == "quant" and None not in slices and (x.dim() == 2 or x.dim() == 4)
+        if per_block:  # each row block gets its own quantized input slice in one pass
+            xs_list = native.dac_slices(x, cdim, slices, self.in_mult, float(levels(s.dac_bits)))
+        elif self.dac == "quant":
+            xs_list = [native.dac(x, self.in_mult, float(levels(s.dac_bits)))] * len(self.blocks)
+        else:
+            xs_list = [x * self.in_mult if self.in_mult != 1.0 else x] * len(self.blocks)
+        lim = float(self.lout) if self.adc == "quant" else 0.0
+        out = None
+        last = len(self.blocks) - 1
+        k0, k1 = native.new_key(self.generator) if self.noise_units > 0 else (0, 0)
+        for b, (blk, sc) in enumerate(zip(self.blocks, scales, strict=True)):
+            y = native.channels_last_view(self._block_mvm(xs_list[b], blk, sliced=per_block), cdim)
+            key = ((k0 + 0x9E3779B9 * b) & 0xFFFFFFFF, k1)  # one draw per call, a stream per block
+            fin = b == last
+            res = native.channels_last_view(residual, cdim) if fin and residual is not None else None
+            out = native.tail(y, out, sc, bias, float(self.noise_units), lim, key, residual=res,
+                              relu=relu and fin)
+        return out.movedim(-1, 1) if geo.is_conv else out
 
 
 def zlib_hash(text: str) -> int:

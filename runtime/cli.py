@@ -35,7 +35,8 @@ _OPTIONS = [
                       "Default none,global,bn (bn left out for models without BatchNormalization)."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed; (seed, chip) fixes a chip."),
     click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
-    click.option("--batch-size", default=500, show_default=True, type=int),
+    click.option("--batch-size", default=128, show_default=True, type=int,
+                 help="Images per batch (128 keeps a CPU batch in cache; larger suits CUDA)."),
     click.option("--limit", default=None, type=int, help="Evaluate on the first N test images."),
     click.option("--calib", default=1000, show_default=True, type=int,
                  help="Training images for bn compensation (Joshi 2020 used 2600 on CIFAR-10)."),
@@ -58,9 +59,10 @@ _OPTIONS = [
     click.option("--out-bound", default=None, type=float, help="Override ADC output bound (normalized)."),
     click.option("--input-range", default=None, type=float,
                  help="Static DAC input range (default: calibrated)."),
-    click.option("--fuse", is_flag=True,
-                 help="Experimental: fuse the element-wise DAC/ADC/noise steps with torch.compile "
-                      "(compiles per layer shape; measured slower on ResNet-32, see bench)."),
+    click.option("--kernels", default="auto", show_default=True,
+                 type=click.Choice(["auto", "native", "torch"]),
+                 help="Element-wise DAC/ADC/noise on CPU: native (C, built at first use), torch, or auto "
+                      "(native when a C compiler works)."),
     click.option("--threads", default=None, type=int, help="torch / onnxruntime CPU threads."),
     click.option("--no-baseline", is_flag=True, help="Skip the onnxruntime digital baseline."),
     click.option("--quiet", is_flag=True, help="No progress bar."),
@@ -69,7 +71,7 @@ _OPTIONS = [
 EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "device", "batch_size", "limit", "calib",
                "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise", "no_drift",
                "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise", "out_bound",
-               "input_range", "fuse", "threads", "no_baseline", "quiet")
+               "input_range", "kernels", "threads", "no_baseline", "quiet")
 
 
 def eval_options(fn: Callable) -> Callable:
@@ -91,7 +93,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         "read_noise_mode": kw.get("read_noise_mode") or "time",
         "dac_bits": kw.get("dac_bits"), "adc_bits": kw.get("adc_bits"),
         "out_noise": kw.get("out_noise"), "out_bound": kw.get("out_bound"),
-        "input_range": kw.get("input_range"), "fuse": True if kw.get("fuse") else None,
+        "input_range": kw.get("input_range"), "kernels": kw.get("kernels") or None,
     }
     cfg = EvalConfig(
         data=kw.get("data") or "mnist", times=parse_times(kw.get("times") or "1s,1h,1d,30d,1y"),
@@ -99,7 +101,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         compensation=[m for m in (kw.get("compensation") or "none,global,bn").split(",") if m.strip()],
         compensation_given=bool(kw.get("compensation")),
         seed=int(kw.get("seed") or 0), device=kw.get("device") or "cpu",
-        batch_size=int(kw.get("batch_size") or 500), limit=kw.get("limit"),
+        batch_size=int(kw.get("batch_size") or 128), limit=kw.get("limit"),
         calib=int(kw["calib"]) if kw.get("calib") is not None else 1000,
         mean=_floats(kw.get("mean")), std=_floats(kw.get("std")), scale=kw.get("scale"),
         overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"))

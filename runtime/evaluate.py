@@ -24,6 +24,7 @@ from runtime import compensation as comp
 from runtime.analog_tile import AnalogLayer, AnalogSettings, analog_factory
 from runtime.baseline import OrtBaseline, target_of
 from runtime.executor import Executor, load_model
+from runtime.memory import keep_freed_memory
 
 _UNITS = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365 * 86400.0}
 
@@ -77,7 +78,7 @@ class EvalConfig:
     compensation_given: bool = True  # False: defaults, so bn is dropped for models without BN
     seed: int = 0
     device: str = "cpu"
-    batch_size: int = 256
+    batch_size: int = 128
     limit: int | None = None
     calib: int = 1000
     dac_calib_images: int = 256
@@ -157,6 +158,8 @@ class Emulator:
     def __init__(self, model: onnx.ModelProto, settings: AnalogSettings, device: str = "cpu") -> None:
         self.device = torch.device(device)
         self.settings = settings
+        if self.device.type == "cpu":
+            keep_freed_memory()
         factory = analog_factory(settings, self.device)
         self.executor = Executor(model, device=self.device, analog_factory=factory)
         self.layers: list[AnalogLayer] = self.executor.analog_layers
@@ -248,6 +251,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         "compensation": methods,
         "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
         "settings": _settings_dict(settings),
+        "kernels": emu.layers[0].kernels_used(),
     }
     if cfg.baseline:
         t0 = time.perf_counter()

@@ -266,23 +266,6 @@ def test_four_devices_per_weight_split_each_sign():
     assert float(layer.state.g_prog.max()) <= 25.0 / 2 + 1e-5
 
 
-@pytest.mark.slow
-def test_fused_tail_matches_eager():
-    """--fuse (torch.compile of the DAC/ADC/noise tail) gives the eager result (same noise stream)."""
-    m = _conv_bn_model()
-    t = _target()
-    mapped = hand_map(m, t, tile=(10, 256))
-    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
-    outs = []
-    for fuse in (False, True):
-        emu = Emulator(mapped, AnalogSettings.from_target(t, fuse=fuse))
-        emu.program(0, 0, x, 64)
-        emu.set_time(3600.0, 0, 0, 0)
-        emu._set_generator(torch.Generator().manual_seed(3))
-        outs.append(emu.executor(torch.from_numpy(x)))
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-3)
-
-
 def test_global_plus_bn_applies_both():
     m = _conv_bn_model()
     t = _target(device__prog_noise=False, device__read_noise=False, periphery__out_noise=0.0)

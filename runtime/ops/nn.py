@@ -249,10 +249,18 @@ class BatchNorm:
             self._count += cnt
             mean = (s / cnt).to(x.dtype)
             var = (sq / cnt - (s / cnt) ** 2).clamp_min(0).to(x.dtype)
-        elif self.override is not None:
-            mean, var = (t.to(x.dtype) for t in self.override)
+            inv = scale / torch.sqrt(var + self.eps)
+            return x * inv.reshape(shape) + (bias - mean * inv).reshape(shape)
+        inv, shift = self.affine(scale, bias, mean, var)
+        return torch.addcmul(shift.reshape(shape), x, inv.reshape(shape))
+
+    def affine(self, scale, bias, mean, var) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference BN as y = x * inv + shift per channel (recalibrated statistics when set), so an
+        analog tile can fold it into its digital rescale."""
+        if self.override is not None:
+            mean, var = (t.to(scale.dtype) for t in self.override)
         inv = scale / torch.sqrt(var + self.eps)
-        return x * inv.reshape(shape) + (bias - mean * inv).reshape(shape)
+        return inv, bias - mean * inv
 
 
 @register("BatchNormalization")
