@@ -84,7 +84,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
                "t0": _pos_float, "t_read": _pos_float, "prog_noise": _bool, "drift": _bool,
                "read_noise": _bool},
     "periphery": {"dac_bits": _nonneg_int, "input_range": _input_range, "adc_bits": _nonneg_int,
-                  "out_bound": _pos_float, "out_noise": _nonneg_float},
+                  "out_bound": _input_range, "out_noise": _nonneg_float},
     "mapping": {"analog_ops": _analog_ops, "weight_scale": _one_of("layer", "column"),
                 "first_layer": _one_of("analog", "digital"), "last_layer": _one_of("analog", "digital"),
                 "grouped_conv": _one_of("digital")},

@@ -27,6 +27,7 @@ from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
 from runtime.physics.periphery import levels
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_DEFAULT_OUT_BOUND = 10.0  # aihwkit's default out_bound, used until a calibrated range is set
 
 
 @dataclass
@@ -39,7 +40,7 @@ class AnalogSettings:
     dac_bits: int = 8
     input_range: float | None = None  # None: calibrated per layer
     adc_bits: int = 8
-    out_bound: float = 10.0
+    out_bound: float | None = 10.0  # None: calibrated per layer after programming
     out_noise: float = 0.04
     read_noise_mode: str = "time"  # "time": one sample per (chip, t) (aihwkit); "read": per MVM
     calib_percentile: float = 99.99
@@ -60,7 +61,7 @@ class AnalogSettings:
             device_model=str(dev.get("model", "pcm")),
             devices_per_weight=int(tile.get("devices_per_weight", 2)),
             dac_bits=int(per.get("dac_bits", 8)), input_range=None if ir == "calibrated" else float(ir),
-            adc_bits=int(per.get("adc_bits", 8)), out_bound=float(per.get("out_bound", 10.0)),
+            adc_bits=int(per.get("adc_bits", 8)), out_bound=per.get("out_bound", 10.0),
             out_noise=float(per.get("out_noise", 0.04)))
         pcm = dict(g_max=float(dev.get("g_max", 25.0)), g_min=float(dev.get("g_min", 0.0)),
                    t0=float(dev.get("t0", 20.0)), t_read=float(dev.get("t_read", 250e-9)),
@@ -73,6 +74,10 @@ class AnalogSettings:
                 pcm[k] = v
             else:
                 kw[k] = v
+        ob = kw["out_bound"]
+        kw["out_bound"] = None if ob in (None, "calibrated") else float(ob)
+        if kw["out_bound"] is not None and kw["out_bound"] <= 0:
+            raise AcompileError(f"out_bound must be > 0 or 'calibrated', got {ob}")
         if kw["devices_per_weight"] not in (2, 4):
             raise AcompileError(f"devices_per_weight must be 2 or 4, got {kw['devices_per_weight']}")
         if kw.get("read_noise_mode", "time") not in ("time", "read"):
@@ -198,6 +203,8 @@ class AnalogLayer:
         self.model = PCMInferenceModel(s.pcm)
         self.state: ProgrammedPCM | None = None
         self.input_range: float | None = s.input_range
+        self.out_bound: float | None = s.out_bound
+        self.observing_out = False
         self.calibrating = False
         self._calib: list[float] = []
         self.alpha: list[torch.Tensor] | None = None  # per row block, [cols]
@@ -230,6 +237,8 @@ class AnalogLayer:
             self.w_eff = self._weights(self.state.g_prog)
         if self.settings.input_range is None:
             self.input_range = None
+        if self.settings.out_bound is None:
+            self.out_bound = None
         self._prepare()
 
     def _weights(self, g: torch.Tensor) -> torch.Tensor:
@@ -287,6 +296,8 @@ class AnalogLayer:
         dac, adc = self._mode()
         if self.calibrating:  # observe clean inputs: programmed weights, no converters, no noise
             dac, adc = "none", "none"
+        elif self.observing_out:  # observe clean normalized outputs behind the calibrated DAC
+            adc = "none"
         r = self.input_range if (dac != "none" and self.input_range) else 1.0
         self.r = r
         if dac == "quant":
@@ -299,14 +310,16 @@ class AnalogLayer:
         if adc == "quant":
             lout = levels(s.adc_bits)
             self.lout = lout
-            k_mult = lout / (s.out_bound * in_n)
-            out_unit = s.out_bound / lout
+            bound = self.out_bound or _DEFAULT_OUT_BOUND  # not yet calibrated: the usual bound
+            k_mult = lout / (bound * in_n)
+            out_unit = bound / lout
         else:
             k_mult, out_unit = 1.0 / in_n, 1.0
-        self.noise_units = 0.0 if self.calibrating else s.out_noise / out_unit
+        self.noise_units = 0.0 if (self.calibrating or self.observing_out) else s.out_noise / out_unit
         blocks = []
         nb = len(geo.row_blocks)
-        fast = adc == "none" and s.out_noise == 0 and self.w_var is None and self.alpha is None
+        fast = (adc == "none" and s.out_noise == 0 and self.w_var is None and self.alpha is None
+                and not self.observing_out)  # each row block has its own ADC: observe them apart
         if fast or nb == 1:
             sc = self.col_scale * (out_unit * r)
             if self.alpha is not None:
@@ -357,9 +370,26 @@ class AnalogLayer:
             self.calibrating = False
             self._prepare()
 
+    def start_out_calibration(self) -> bool:
+        """Observe row-block outputs (DAC on, ADC off) to set this layer's ADC range; False if fixed."""
+        if self.settings.out_bound is not None or self.settings.adc_bits == 0:
+            return False
+        self.observing_out, self._calib = True, []
+        self._prepare()
+        return True
+
+    def finish_out_calibration(self) -> None:
+        if self.observing_out:
+            b = max(self._calib) if self._calib else 0.0
+            self.out_bound = b if b > 0 else _DEFAULT_OUT_BOUND
+            self.observing_out = False
+            self._prepare()
+
     def _use_native(self, x: torch.Tensor) -> bool:
         k = self.settings.kernels
-        if k == "torch" or self.calibrating or x.device.type != "cpu" or x.dtype != torch.float32:
+        if k == "torch" or self.calibrating or self.observing_out:
+            return False
+        if x.device.type != "cpu" or x.dtype != torch.float32:
             return False
         if k == "native":
             if not native.available():
@@ -412,6 +442,8 @@ class AnalogLayer:
         out = None
         for blk, sc in zip(self.blocks, scales, strict=True):
             y = self._block_mvm(xs, blk)
+            if self.observing_out:  # y is x_n @ w_n here: the range the ADC must cover
+                self._calibrate_observe(y)
             if self.noise_units > 0:  # analog output noise, then the ADC digitizes
                 y = y.add_(torch.randn(y.shape, generator=self.generator, device=y.device),
                            alpha=self.noise_units)

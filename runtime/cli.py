@@ -24,6 +24,17 @@ def _floats(text: str | None) -> list[float] | None:
         raise AcompileError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _bound(text: str | None) -> float | str | None:
+    if text is None or str(text).strip().lower() == "calibrated":
+        return None if text is None else "calibrated"
+    from compiler.errors import AcompileError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise AcompileError(f"--out-bound: expected a number or 'calibrated', got {text!r}") from None
+
+
 _OPTIONS = [
     click.option("--data", default="mnist", show_default=True,
                  help="mnist | fashion-mnist | cifar10 | cifar10-exact | NAME:PATH | images.npz (x, y)."),
@@ -56,7 +67,9 @@ _OPTIONS = [
     click.option("--dac-bits", default=None, type=int, help="Override DAC bits (0 = ideal)."),
     click.option("--adc-bits", default=None, type=int, help="Override ADC bits (0 = ideal)."),
     click.option("--out-noise", default=None, type=float, help="Override output noise (normalized)."),
-    click.option("--out-bound", default=None, type=float, help="Override ADC output bound (normalized)."),
+    click.option("--out-bound", default=None,
+                 help="Override the ADC output bound: a number (normalized units) or 'calibrated' (per "
+                      "layer, from the calibration images right after programming)."),
     click.option("--input-range", default=None, type=float,
                  help="Static DAC input range (default: calibrated)."),
     click.option("--kernels", default="auto", show_default=True,
@@ -92,7 +105,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         "read_noise": False if kw.get("no_read_noise") else None,
         "read_noise_mode": kw.get("read_noise_mode") or "time",
         "dac_bits": kw.get("dac_bits"), "adc_bits": kw.get("adc_bits"),
-        "out_noise": kw.get("out_noise"), "out_bound": kw.get("out_bound"),
+        "out_noise": kw.get("out_noise"), "out_bound": _bound(kw.get("out_bound")),
         "input_range": kw.get("input_range"), "kernels": kw.get("kernels") or None,
     }
     cfg = EvalConfig(

@@ -171,7 +171,8 @@ class Emulator:
             layer.generator = g
 
     def program(self, seed: int, chip: int, calib_x: np.ndarray, batch_size: int) -> None:
-        """Program a new chip, calibrate the DAC input ranges, store GDC references (t = 0)."""
+        """Program a new chip, calibrate the DAC input (and, if asked, ADC output) ranges, store GDC
+        references (t = 0)."""
         g = make_generator(self.device, seed, chip, 0)
         for layer in self.layers:
             layer.program(g)
@@ -183,6 +184,12 @@ class Emulator:
         finally:
             for layer in self.layers:
                 layer.finish_calibration()
+        if [layer.start_out_calibration() for layer in self.layers].count(True):
+            try:  # ADC ranges, once the DAC ranges (which scale the outputs) are fixed
+                self.forward_all(calib_x, batch_size)
+            finally:
+                for layer in self.layers:
+                    layer.finish_out_calibration()
         self.set_time(0.0, seed, chip, -1)
         self.refs = comp.reference_reads(self.layers)
 

@@ -42,6 +42,7 @@ def test_user_file_base_and_overrides(tmp_path):
     ("[device]\nmodel = \"rram\"\n", "[device].model must be one of"),
     ("[mapping]\nanalog_ops = [\"LSTM\"]\n", "'LSTM' is not one"),
     ("[periphery]\ninput_range = -1.0\n", "[periphery].input_range"),
+    ("[periphery]\nout_bound = \"auto\"\n", "[periphery].out_bound"),
     ("base = \"nope\"\n", "base must be one of"),
     ("[tile\n", "not valid TOML"),
     ("[device]\ng_min = 30.0\n", "g_min must be below"),

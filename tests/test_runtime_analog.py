@@ -66,6 +66,30 @@ def test_dac_adc_match_periphery_quantize():
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
 
 
+def test_calibrated_adc_range_covers_the_outputs():
+    """out_bound = calibrated: each layer's ADC bound is the high percentile of its normalized row-block
+    outputs x_n @ w_n on the calibration images (behind the calibrated DAC), set once after programming."""
+    model = _gemm_model(k=300, n=20)
+    t = _target(device__model="ideal", periphery__out_noise=0.0, periphery__out_bound="calibrated")
+    mapped = hand_map(model, t, tile=(128, 256))  # three row blocks, one ADC range for the layer
+    s = AnalogSettings.from_target(t)
+    assert s.out_bound is None
+    emu = Emulator(mapped, s)
+    x = _x(512, 300).numpy()
+    emu.program(0, 0, x, 128)
+    layer = emu.layers[0]
+    r = layer.input_range
+    xn = torch.round(torch.from_numpy(x) / r * 127).clamp(-127, 127) / 127
+    parts = torch.cat([(xn[:, a:b] @ layer.w_n[a:b]).abs().reshape(-1) for a, b in layer.geo.row_blocks])
+    # the largest per-batch 99.99th percentile: at or above the pooled one, never above the maximum
+    pooled = float(torch.quantile(parts.double(), 0.9999))
+    assert pooled * 0.98 <= layer.out_bound <= float(parts.max()) + 1e-6
+    assert float((parts > layer.out_bound).double().mean()) <= 1e-4
+    assert layer.out_bound < 5.0  # far inside the fixed bound of 10: finer ADC steps
+    with pytest.raises(AcompileError):
+        AnalogSettings.from_target(_target(periphery__out_bound=-2.0))
+
+
 def test_row_blocks_sum_digitally_and_ideal_is_exact():
     model = _gemm_model(k=300)
     mapped = hand_map(model, "ideal", tile=(128, 8))
@@ -240,6 +264,12 @@ def test_eval_command_end_to_end(tmp_path):
     assert r2.exit_code == 0
     res2 = json.loads((tmp_path / "b.json").read_text())
     assert [r["accuracies"] for r in res["results"]] == [r["accuracies"] for r in res2["results"]]
+    assert res["kernels"] == "native"
+    r3 = CliRunner().invoke(cli, args + ["--out-bound", "calibrated", "--json", str(tmp_path / "c.json")])
+    assert r3.exit_code == 0, r3.output
+    assert json.loads((tmp_path / "c.json").read_text())["settings"]["out_bound"] is None
+    r4 = CliRunner().invoke(cli, args + ["--out-bound", "wide"])
+    assert isinstance(r4.exception, AcompileError) and "--out-bound" in str(r4.exception)
 
 
 def test_eval_shape_mismatch_is_clear(tmp_path):
