@@ -503,14 +503,22 @@ class AnalogLayer:
         out = None
         last = len(self.blocks) - 1
         k0, k1 = native.new_key(self.generator) if self.noise_units > 0 else (0, 0)
+        late = False  # a residual the kernel cannot take (broadcast, other dtype) is added afterwards
         for b, (blk, sc) in enumerate(zip(self.blocks, scales, strict=True)):
-            y = native.channels_last_view(self._block_mvm(xs_list[b], blk, sliced=per_block), cdim)
+            yb = self._block_mvm(xs_list[b], blk, sliced=per_block)
             key = ((k0 + 0x9E3779B9 * b) & 0xFFFFFFFF, k1)  # one draw per call, a stream per block
-            fin = b == last
-            res = native.channels_last_view(residual, cdim) if fin and residual is not None else None
-            out = native.tail(y, out, sc, bias, float(self.noise_units), lim, key, residual=res,
-                              relu=relu and fin)
-        return out.movedim(-1, 1) if geo.is_conv else out
+            res = None
+            if b == last and residual is not None:
+                late = residual.shape != yb.shape or residual.dtype != torch.float32 \
+                    or residual.device.type != "cpu"
+                res = None if late else native.channels_last_view(residual, cdim)
+            out = native.tail(native.channels_last_view(yb, cdim), out, sc, bias, float(self.noise_units),
+                              lim, key, residual=res, relu=relu and b == last and not late)
+        out = out.movedim(-1, cdim) if cdim != out.dim() - 1 else out
+        if late:
+            out = out + residual
+            out = out.clamp_min_(0) if relu else out
+        return out
 
 
 def zlib_hash(text: str) -> int:

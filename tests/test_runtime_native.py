@@ -200,3 +200,30 @@ def test_fused_epilogue_equals_the_nodes_it_replaces():
     bn.override = (torch.linspace(-0.3, 0.3, 40).double(), torch.linspace(0.5, 2.0, 40).double())
     ref.bn_layers[1].override = bn.override
     torch.testing.assert_close(emu.executor(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_broadcast_residual_is_added_after_the_kernel():
+    """A fused residual Add whose other input broadcasts ([N, 1] onto [N, 20]) still adds correctly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtime.executor import Executor
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((30, 20)) / 6).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="fc"),
+         helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
+         helper.make_node("Add", ["y", "m"], ["s"]), helper.make_node("Relu", ["s"], ["out"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 30])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 20])],
+        [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    mapped = hand_map(model, "ideal")
+    emu = Emulator(mapped, AnalogSettings.from_target(builtin_target("ideal"), out_noise=1e-9))
+    for ly in emu.layers:
+        ly.program(None)
+    assert emu.layers[0].epilogue.residual and emu.layers[0].kernels_used() == "native"
+    x = torch.randn(8, 30)
+    torch.testing.assert_close(emu.executor(x), Executor(onnx.ModelProto.FromString(
+        mapped.SerializeToString()))(x), rtol=1e-4, atol=1e-4)
