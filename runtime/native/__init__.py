@@ -92,10 +92,19 @@ def load() -> ctypes.CDLL | None:
                 _error = "disabled by ACOMPILE_NATIVE=0"
                 return None
             key = hashlib.sha256(_SRC.read_bytes() + " ".join(_FLAGS).encode() + _cpu_key().encode())
-            path = cache_dir() / f"analog_kernels-{key.hexdigest()[:16]}.so"
+            name = f"analog_kernels-{key.hexdigest()[:16]}.so"
+            # the user cache, else a private temp folder (read-only home, sandboxed CI)
+            uid = os.getuid() if hasattr(os, "getuid") else 0
+            fallback = Path(tempfile.gettempdir()) / f"acompile-native-{uid}"
             try:
+                path = cache_dir() / name
                 if not path.exists():
-                    _compile(path)
+                    try:
+                        _compile(path)
+                    except OSError:
+                        path = fallback / name
+                        if not path.exists():
+                            _compile(path)
                 lib = ctypes.CDLL(str(path))
                 _declare(lib)
                 _lib = lib
