@@ -414,8 +414,8 @@ class AnalogLayer:
         return scales, bias.contiguous()
 
     def kernels_used(self) -> str:
-        """'native' or 'torch': what a CPU float32 batch runs on with these settings."""
-        return "native" if self._use_native(torch.empty(0)) else "torch"
+        """'native' or 'torch': what a float32 batch on this layer's device runs on."""
+        return "native" if self._use_native(torch.empty(0, device=self.device)) else "torch"
 
     def __call__(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         ep = self.epilogue

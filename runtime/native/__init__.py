@@ -166,6 +166,8 @@ def dac_slices(x: torch.Tensor, channel_dim: int, slices: list[tuple[int, int]],
 def normal(n: int, key: tuple[int, int]) -> torch.Tensor:
     """n standard normals of the stream `key` (the noise the tail adds to element i is element i here)."""
     lib = load()
+    if n >= 1 << 32:
+        raise ValueError("normal: at most 2^32 values per stream")
     z = torch.empty(n)
     lib.acq_normal(z.data_ptr(), 0, n, key[0], key[1])
     return z
@@ -191,6 +193,8 @@ def tail(y: torch.Tensor, out: torch.Tensor | None, scale: torch.Tensor, bias: t
         raise ValueError("tail: y must be a channel-last dense tensor")
     c = y.shape[-1]
     n = y.numel()
+    if n >= 1 << 32:  # the noise counter is 32-bit per Box-Muller pair
+        raise ValueError("tail: at most 2^32 elements per call")
     if out is None:
         out = torch.empty_like(y)
         acc = 0
@@ -206,7 +210,9 @@ def tail(y: torch.Tensor, out: torch.Tensor | None, scale: torch.Tensor, bias: t
         _check(residual)
         if residual.shape != y.shape or not residual.is_contiguous():
             raise ValueError("tail: residual must be a channel-last dense tensor shaped like y")
-    positions = n // c if c else 0
+    if n == 0:
+        return out
+    positions = n // c
     pb = None if (bias is None or acc) else bias.data_ptr()
     pr = None if residual is None else residual.data_ptr()
     lib.acq_tail(y.data_ptr(), out.data_ptr(), 0, positions, c, scale.data_ptr(), pb, acc, noise_sd, lim,
