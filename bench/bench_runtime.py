@@ -1,11 +1,12 @@
 """Benchmark: emulated PCM inference vs onnxruntime fp32 on a ResNet-32-shaped CIFAR-10 model.
 
-    python bench/bench_runtime.py --threads 2 [--images 10000] [--memory]
+    python bench/bench_runtime.py --threads 2 [--images 10000] [--reps 5] [--kernels torch] [--memory]
 
 Same model (tests/archs.py resnet32, compiled with `--target pcm`), same CIFAR-10 test images
-(runtime.data cifar10), same thread count for torch and onnxruntime. Emulator = all noise on
-(programming, drift, 1/f read noise, output noise), 8-bit DAC / ADC, global drift compensation, t = 1 day.
-Reports the inference pass time of both; programming / calibration / compensation setup separately.
+(runtime.data cifar10), same batch size and thread count for torch and onnxruntime. Emulator = all noise
+on (programming, drift, 1/f read noise, output noise), 8-bit DAC / ADC, global drift compensation,
+t = 1 day. The engines take whole passes over the images in turn; reports the best pass of each and the
+ratio per pair of passes. Programming / calibration / compensation setup is timed separately.
 `--memory` also measures the peak RSS of a ResNet-50 (224x224) emulated over 10 chips.
 """
 
