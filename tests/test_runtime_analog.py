@@ -62,7 +62,7 @@ def test_dac_adc_match_periphery_quantize():
     xn = quantize(x, 8, 2.0) / 2.0
     yn = quantize(xn @ w_n, 8, 10.0)
     want = yn * 2.0 * torch.from_numpy(25.0 / gs) + torch.from_numpy(
-        numpy_helper.to_array(next(i for i in mapped.graph.initializer if i.name == "B")))
+        numpy_helper.to_array(next(i for i in mapped.graph.initializer if i.name == "B")).copy())
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
 
 
