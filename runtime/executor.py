@@ -241,9 +241,3 @@ class Executor:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.run(*inputs)[0]
-
-
-def build_executor(model: onnx.ModelProto | str | Path, *, device: str = "cpu",
-                   analog_factory: AnalogFactory | None = None) -> Executor:
-    """Executor with the given analog factory (default: exact, ideal analog layers)."""
-    return Executor(model, device=device, analog_factory=analog_factory)

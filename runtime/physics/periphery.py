@@ -1,4 +1,4 @@
-"""DAC / ADC quantization and output noise of the crossbar periphery, shared by runtime and hwtrain."""
+"""DAC / ADC quantization of the crossbar periphery, shared by runtime and hwtrain."""
 
 from __future__ import annotations
 
@@ -27,10 +27,3 @@ def quantize(x: torch.Tensor, bits: int, bound: float | torch.Tensor) -> torch.T
 def quantize_ste(x: torch.Tensor, bits: int, bound: float | torch.Tensor) -> torch.Tensor:
     """quantize() forward, identity gradient inside the bound (straight-through estimator) for training."""
     return x + (quantize(x, bits, bound) - x).detach()
-
-
-def add_output_noise(y: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Additive Gaussian noise on analog outputs, std in the same (normalized) units as y."""
-    if std <= 0:
-        return y
-    return y + std * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
