@@ -34,6 +34,7 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
     by_name = {ly.name: ly for ly in layers if ly.analog}
     new_nodes: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
+    inits = {t.name: t for t in g.initializer}
     for node in g.node:
         ly = by_name.get(node.name)
         if ly is None:
@@ -46,15 +47,24 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
             new_nodes.append(helper.make_node("Transpose", [x], [xt], name=f"{node.name}.transA",
                                               perm=[1, 0]))
             x = xt
+        bias, outputs = low.bias, list(node.output)
+        if low.dtype != onnx.TensorProto.FLOAT:
+            # W is float32 (CONTRACTS section 3): a float16 / float64 / bfloat16 layer computes in float32
+            # between two Casts, so the graph around it keeps its types
+            x, bias, outputs = _float32_boundary(node.name, x, bias, outputs, low.dtype, inits, new_nodes,
+                                                 new_inits)
         w_name, s_name = f"{node.name}.W", f"{node.name}.G_SCALE"
         new_inits.append(numpy_helper.from_array(low.W, w_name))
         new_inits.append(numpy_helper.from_array(scales[node.name], s_name))
-        inputs = [x, w_name, s_name] + ([low.bias] if low.bias else [])
+        inputs = [x, w_name, s_name] + ([bias] if bias else [])
         attrs = dict(low.attrs)
         attrs["layer"] = node.name
         attrs["tiles"] = json.dumps(tiles[node.name], separators=(",", ":"))
-        new_nodes.append(helper.make_node(low.op_type, inputs, list(node.output), name=node.name,
+        new_nodes.append(helper.make_node(low.op_type, inputs, outputs, name=node.name,
                                           domain=DOMAIN, **attrs))
+        if outputs[0] != node.output[0]:
+            new_nodes.append(helper.make_node("Cast", outputs, [node.output[0]], name=f"{node.name}.cast_y",
+                                              to=low.dtype))
     del g.node[:]
     g.node.extend(new_nodes)
     g.initializer.extend(new_inits)
@@ -70,6 +80,25 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
         model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     model.producer_name = "acompile"
     return model
+
+
+def _float32_boundary(name: str, x: str, bias: str | None, outputs: list[str], dtype: int,
+                      inits: dict[str, onnx.TensorProto], new_nodes: list[onnx.NodeProto],
+                      new_inits: list[onnx.TensorProto]) -> tuple[str, str | None, list[str]]:
+    """Cast X (and a bias) to float32 in front of the analog node ``name``; its output gets a float32 name
+    that the caller casts back to ``dtype``. Returns (x, bias, outputs) for the analog node."""
+    x32 = f"{name}.X_f32"
+    new_nodes.append(helper.make_node("Cast", [x], [x32], name=f"{name}.cast_x", to=onnx.TensorProto.FLOAT))
+    if bias:
+        b32 = f"{name}.B_f32"
+        if bias in inits:
+            new_inits.append(numpy_helper.from_array(
+                numpy_helper.to_array(inits[bias]).astype(np.float32), b32))
+        else:
+            new_nodes.append(helper.make_node("Cast", [bias], [b32], name=f"{name}.cast_b",
+                                              to=onnx.TensorProto.FLOAT))
+        bias = b32
+    return x32, bias, [f"{name}.Y_f32"]
 
 
 def check_mapped(model: onnx.ModelProto | bytes) -> None:

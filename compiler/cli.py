@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "targets": "compiler.commands:targets_cmd",
     "eval": "runtime.cli:eval_cmd",
     "train": "hwtrain.cli:train_cmd",
+    "finetune": "hwtrain.finetune_cli:finetune_cmd",
     "sweep": "hwtrain.inmemory.cli:sweep_cmd",
 }
 DEFAULT_COMMAND = "compile"
@@ -55,7 +56,9 @@ def cli() -> None:
       acompile report MAPPED.onnx             the tile mapping report again
       acompile targets                        built-in hardware profiles
       acompile eval MAPPED.onnx --data mnist  accuracy retention over simulated time
-      acompile train mlp --dataset mnist      hardware-aware / in-memory training
+      acompile finetune MODEL.onnx --target pcm --data cifar10
+                                              hardware-aware fine-tuning of your own model
+      acompile train mlp --dataset mnist      hardware-aware / in-memory training of the zoo
     """
 
 

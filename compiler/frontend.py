@@ -189,11 +189,47 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+def _flatten(a: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX Flatten: axis in [-r, r] (r itself gives [prod, 1]); dims spelled out, so empty tensors work."""
+    r = a.ndim
+    if not -r <= axis <= r:
+        raise ValueError(f"Flatten axis {axis} outside [-{r}, {r}]")
+    axis = axis + r if axis < 0 else axis
+    return a.reshape(math.prod(a.shape[:axis]), math.prod(a.shape[axis:]))
+
+
+def _fold(node: onnx.NodeProto, arrs: list[np.ndarray]) -> np.ndarray | None:
+    """The value of one foldable node from its constant inputs (None: not folded here)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    op = node.op_type
+    if op == "Constant":
+        return _constant_value(node)
+    if op == "Identity":
+        return arrs[0]
+    if op == "Transpose":
+        return np.transpose(arrs[0], attrs.get("perm"))
+    if op == "Reshape" and len(arrs) == 2:
+        shape = [int(s) for s in arrs[1].reshape(-1)]
+        if not attrs.get("allowzero", 0):
+            shape = [arrs[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+        return arrs[0].reshape(shape)
+    if op == "Flatten":
+        return _flatten(arrs[0], int(attrs.get("axis", 1)))
+    if op in ("Squeeze", "Unsqueeze") and len(arrs) == 2:
+        axes = tuple(int(a) for a in arrs[1].reshape(-1))
+        # (an empty Squeeze axes input squeezes nothing here, as in onnx's reference, shape inference
+        # and the onnxscript folder; onnxruntime squeezes every size-1 dim: exporters never write one)
+        return np.squeeze(arrs[0], axes) if op == "Squeeze" else np.expand_dims(arrs[0], axes)
+    return None
+
+
 def fold_constant_weights(model: onnx.ModelProto) -> None:
     """Replace Identity/Transpose/Reshape/Constant nodes whose inputs are all constant by initializers.
 
     In place, one pass in node order (exporters emit nodes topologically). This is the guarantee the
-    partitioner relies on: a weight reached through such a chain is an initializer afterwards.
+    partitioner relies on: a weight reached through such a chain is an initializer afterwards. A value
+    keeps its rank and dtype exactly (a 0-d scalar stays 0-d, an empty tensor stays empty). Constant
+    inputs the op cannot take (a Reshape to a wrong element count) are an AcompileError naming the node.
     """
     g = model.graph
     consts: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
@@ -204,30 +240,17 @@ def fold_constant_weights(model: onnx.ModelProto) -> None:
         if node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and len(node.output) == 1:
             ins = [i for i in node.input if i]
             if all(i in consts for i in ins):
-                arrs = [numpy_helper.to_array(consts[i]) for i in ins]
-                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                if node.op_type == "Constant":
-                    value = _constant_value(node)
-                elif node.op_type == "Identity":
-                    value = arrs[0]
-                elif node.op_type == "Transpose":
-                    value = np.transpose(arrs[0], attrs.get("perm"))
-                elif node.op_type == "Reshape" and len(arrs) == 2:
-                    shape = [int(s) for s in arrs[1]]
-                    if not attrs.get("allowzero", 0):
-                        shape = [arrs[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
-                    value = arrs[0].reshape(shape)
-                elif node.op_type == "Flatten":
-                    axis = attrs.get("axis", 1) % max(arrs[0].ndim, 1)
-                    value = arrs[0].reshape(int(np.prod(arrs[0].shape[:axis])), -1)
-                elif node.op_type in ("Squeeze", "Unsqueeze") and len(arrs) == 2:
-                    axes = tuple(int(a) for a in arrs[1])
-                    value = (np.squeeze(arrs[0], axes) if node.op_type == "Squeeze"
-                             else np.expand_dims(arrs[0], axes))
+                try:
+                    value = _fold(node, [numpy_helper.to_array(consts[i]) for i in ins])
+                except (ValueError, TypeError, IndexError) as exc:  # numpy: the op cannot take them
+                    raise AcompileError(f"node {node.name or node.output[0]!r} ({node.op_type}): its "
+                                        f"constant inputs do not fit the op ({exc})") from None
         if value is None:
             keep.append(node)
             continue
-        t = numpy_helper.from_array(np.ascontiguousarray(value), node.output[0])
+        # np.asarray(...).copy, not np.ascontiguousarray: that one promotes a 0-d scalar to shape [1],
+        # which broke x.view(x.size(0), -1) (Gather of a 0-d index, issue 16)
+        t = numpy_helper.from_array(np.asarray(value).copy(order="C"), node.output[0])
         consts[t.name] = t
         new_inits.append(t)
     if new_inits:

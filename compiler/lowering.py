@@ -36,6 +36,9 @@ class Lowering:
     transpose_x: bool = False  # Gemm transA=1: a digital Transpose in front
     weight_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # ONNX type of the weight (so of X and Y); the artifact puts Casts to/from float32 around the analog
+    # node when it is not FLOAT (a float16 / float64 / bfloat16 model)
+    dtype: int = onnx.TensorProto.FLOAT
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -55,6 +58,20 @@ def _need_const(node: onnx.NodeProto, info: GraphInfo, idx: int) -> np.ndarray:
     return value
 
 
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16)
+
+
+def _weight_type(node: onnx.NodeProto, info: GraphInfo) -> int | str:
+    """The weight's ONNX element type, or the reason an integer layer stays digital."""
+    t = info.initializers.get(node.input[1])
+    dtype = t.data_type if t is not None else onnx.TensorProto.FLOAT
+    if dtype not in _FLOAT_TYPES:
+        return (f"{onnx.TensorProto.DataType.Name(dtype).lower()} weights (integer arithmetic): digital, "
+                "analog tiles compute in floating point")
+    return dtype
+
+
 def _positions(node: onnx.NodeProto, dims: list | None, what: str) -> int:
     if dims is None or any(not isinstance(d, int) or d <= 0 for d in dims):
         raise AcompileError(f"{_where(node)}: cannot resolve the {what} shape {dims} (dynamic shapes); "
@@ -64,6 +81,9 @@ def _positions(node: onnx.NodeProto, dims: list | None, what: str) -> int:
 
 def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
     w = _need_const(node, info, 1)
+    dtype = _weight_type(node, info)
+    if isinstance(dtype, str):
+        return dtype
     a = _attrs(node)
     group = int(a.get("group", 1))
     if group != 1:
@@ -108,7 +128,8 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dil, "group": 1,
              "orig_op": "Conv"}
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    return Lowering("AnalogConv", W, node.input[0], bias, attrs, mvms, weight_name=node.input[1])
+    return Lowering("AnalogConv", W, node.input[0], bias, attrs, mvms, weight_name=node.input[1],
+                    dtype=dtype)
 
 
 def _row_positions(node: onnx.NodeProto, info: GraphInfo, x: str) -> int:
@@ -120,6 +141,9 @@ def _row_positions(node: onnx.NodeProto, info: GraphInfo, x: str) -> int:
 
 def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
     b = _need_const(node, info, 1)
+    dtype = _weight_type(node, info)
+    if isinstance(dtype, str):
+        return dtype
     a = _attrs(node)
     if b.ndim != 2:
         raise AcompileError(f"{_where(node)}: weight has rank {b.ndim}, expected 2")
@@ -128,7 +152,7 @@ def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     attrs = {"alpha": float(a.get("alpha", 1.0)), "beta": float(a.get("beta", 1.0)), "orig_op": "Gemm"}
     return Lowering("AnalogMatMul", W, node.input[0], bias, attrs, 1,
-                    transpose_x=bool(a.get("transA", 0)), weight_name=node.input[1])
+                    transpose_x=bool(a.get("transA", 0)), weight_name=node.input[1], dtype=dtype)
 
 
 def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
@@ -140,10 +164,14 @@ def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowerin
         return "MatMul of two activations (no constant weight): digital"
     if b.ndim != 2:
         return f"MatMul with a rank-{b.ndim} constant (batched weights): digital"
+    dtype = _weight_type(node, info)
+    if isinstance(dtype, str):
+        return dtype
     W = np.ascontiguousarray(b.astype(np.float32, copy=False))
     mvms = _row_positions(node, info, node.input[0])
     attrs = {"alpha": 1.0, "beta": 1.0, "orig_op": "MatMul"}
-    return Lowering("AnalogMatMul", W, node.input[0], None, attrs, mvms, weight_name=node.input[1])
+    return Lowering("AnalogMatMul", W, node.input[0], None, attrs, mvms, weight_name=node.input[1],
+                    dtype=dtype)
 
 
 LOWERERS: dict[str, Callable[[onnx.NodeProto, GraphInfo, dict], Lowering | str]] = {

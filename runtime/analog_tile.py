@@ -24,10 +24,10 @@ from runtime import native
 from runtime.ops import NodeInfo
 from runtime.ops.nn import torch_pad
 from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
-from runtime.physics.periphery import levels
+from runtime.physics.periphery import abs_percentile, adc_codes_, dac_codes, levels
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_DEFAULT_OUT_BOUND = 10.0  # aihwkit's default out_bound, used until a calibrated range is set
+_DEFAULT_OUT_BOUND = 10.0  # aihwkit StandardHWATrainingPreset out_bound (default: 12); until calibrated
 
 
 @dataclass
@@ -87,6 +87,23 @@ class AnalogSettings:
         return cls(pcm=PCMConfig(**pcm), **kw)
 
 
+def device_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, devices_per_weight: int
+                   ) -> torch.Tensor:
+    """[D, rows, cols] target conductances of the differential pairs (plus devices first, then minus):
+    |w| in uS on the devices of its sign, shared by `devices_per_weight / 2` devices; the others at g_min."""
+    per = devices_per_weight // 2
+    g = g_target / per
+    plus = torch.where(pos, g, torch.full_like(g, g_min))
+    minus = torch.where(pos, torch.full_like(g, g_min), g)
+    return torch.stack([plus] * per + [minus] * per)
+
+
+def pair_weights(g: torch.Tensor, g_max: float) -> torch.Tensor:
+    """Normalized weights (G+ - G-) / g_max from the [D, rows, cols] conductances of device_targets."""
+    per = g.shape[0] // 2
+    return (g[:per].sum(0) - g[per:].sum(0)) / g_max
+
+
 @dataclass
 class Epilogue:
     """Digital nodes right after an analog layer that it applies in its own output pass:
@@ -107,7 +124,7 @@ def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto
     return w.float(), gs.float(), None if b is None else b.float()
 
 
-class _Geometry:
+class TileGeometry:
     """Conv / matmul attributes of a mapped node, and its row / column blocks."""
 
     def __init__(self, info: NodeInfo, node: onnx.NodeProto, w: torch.Tensor) -> None:
@@ -144,6 +161,33 @@ class _Geometry:
         """[rows', cols] matrix in (c, kh, kw) row order -> conv weight [cols, rows'/kk, *k]."""
         return wm.t().reshape(wm.shape[1], wm.shape[0] // self.kk, *self.k)
 
+    def block_span(self, rs: int, re: int) -> tuple[int, int, tuple[int, int] | None]:
+        """Rows [lo, hi) of the matrix a row block's MVM sees, and the input slice it reads (None:
+        the whole input). A conv block reads whole input channels; rows of a channel outside
+        [rs, re) belong to the neighbouring block and are zero in this block's kernel."""
+        if (rs, re) == (0, self.rows):
+            return 0, self.rows, None
+        if self.is_conv:
+            c0, c1, off = self.block_slice(rs, re)
+            return off, c1 * self.kk, (c0, c1)
+        return rs, re, (rs, re)
+
+    def block_matrix(self, w: torch.Tensor, rs: int, re: int) -> torch.Tensor:
+        """Rows [lo, hi) of w with the rows outside [rs, re) zeroed (differentiable: also used by
+        hardware-aware training)."""
+        lo, hi, _ = self.block_span(rs, re)
+        if (lo, hi) == (rs, re):
+            return w[rs:re]
+        mask = torch.zeros(hi - lo, 1, device=w.device, dtype=w.dtype)
+        mask[rs - lo: re - lo] = 1
+        return w[lo:hi] * mask
+
+    def block_input(self, x: torch.Tensor, sl: tuple[int, int] | None) -> torch.Tensor:
+        """The part of the input a row block reads."""
+        if sl is None:
+            return x
+        return x[:, sl[0]:sl[1]] if self.is_conv else x[..., sl[0]:sl[1]]
+
     def block_slice(self, rs: int, re: int) -> tuple[int, int, int]:
         """Input-channel range a conv row block touches, and the row offset of that range."""
         c0, c1 = rs // self.kk, -(-re // self.kk)
@@ -160,7 +204,7 @@ class _Geometry:
 def ideal_analog(info: NodeInfo, node: onnx.NodeProto):
     """The exact semantics of an ai.acompile node (CONTRACTS §3), no physics."""
     w, _, b = _mapped_inputs(info, node)
-    geo = _Geometry(info, node, w)
+    geo = TileGeometry(info, node, w)
     kern = geo.kernel(w) if geo.is_conv else w
     if geo.is_conv:
         bias = None if b is None else b.reshape(1, -1, *([1] * len(geo.k)))
@@ -185,7 +229,7 @@ class AnalogLayer:
                  device: torch.device) -> None:
         self.settings = s = settings
         w, gs, b = _mapped_inputs(info, node)
-        self.geo = geo = _Geometry(info, node, w)
+        self.geo = geo = TileGeometry(info, node, w)
         self.name = geo.name
         self.device = device
         g_max = s.pcm.g_max
@@ -217,14 +261,8 @@ class AnalogLayer:
 
     # ---- programming and time -------------------------------------------------------------------
     def _device_targets(self) -> torch.Tensor:
-        """[D, rows, cols] target conductances: plus devices first, then minus devices."""
         s = self.settings
-        g_min = s.pcm.g_min
-        per = s.devices_per_weight // 2
-        g = self.g_target / per
-        plus = torch.where(self.pos, g, torch.full_like(g, g_min))
-        minus = torch.where(self.pos, torch.full_like(g, g_min), g)
-        return torch.stack([plus] * per + [minus] * per)
+        return device_targets(self.g_target, self.pos, s.pcm.g_min, s.devices_per_weight)
 
     def program(self, generator: torch.Generator | None) -> None:
         """Program this layer's devices once for a new chip (programming noise, nu)."""
@@ -242,8 +280,7 @@ class AnalogLayer:
         self._prepare()
 
     def _weights(self, g: torch.Tensor) -> torch.Tensor:
-        per = g.shape[0] // 2
-        return (g[:per].sum(0) - g[per:].sum(0)) / self.settings.pcm.g_max
+        return pair_weights(g, self.settings.pcm.g_max)
 
     def set_time(self, t: float, generator: torch.Generator | None) -> None:
         """Effective weights at t seconds after programming (drift + read noise), derived from the
@@ -320,30 +357,20 @@ class AnalogLayer:
         nb = len(geo.row_blocks)
         fast = (adc == "none" and s.out_noise == 0 and self.w_var is None and self.alpha is None
                 and not self.observing_out)  # each row block has its own ADC: observe them apart
-        if fast or nb == 1:
+        spans = [(0, geo.rows)] if (fast or nb == 1) else geo.row_blocks
+        for b, (rs, re) in enumerate(spans):
             sc = self.col_scale * (out_unit * r)
             if self.alpha is not None:
-                sc = sc * self.alpha[0]
-            blocks.append(self._block(0, geo.rows, 0, geo.rows, k_mult, sc))
-        else:
-            for b, (rs, re) in enumerate(geo.row_blocks):
-                sc = self.col_scale * (out_unit * r)
-                if self.alpha is not None:
-                    sc = sc * self.alpha[b]
-                if geo.is_conv:
-                    c0, c1, off = geo.block_slice(rs, re)
-                    blocks.append(self._block(rs, re, off, c1 * geo.kk, k_mult, sc, (c0, c1)))
-                else:
-                    blocks.append(self._block(rs, re, rs, re, k_mult, sc, (rs, re)))
+                sc = sc * self.alpha[b]
+            blocks.append(self._block(rs, re, k_mult, sc))
         self.blocks = blocks
 
-    def _block(self, rs, re, lo, hi, k_mult, scale, sl=None):
-        wm = torch.zeros(hi - lo, self.geo.cols, device=self.device)
-        wm[rs - lo: re - lo] = self.w_eff[rs:re] * k_mult
+    def _block(self, rs, re, k_mult, scale):
+        sl = self.geo.block_span(rs, re)[2] if (rs, re) != (0, self.geo.rows) else None
+        wm = self.geo.block_matrix(self.w_eff, rs, re) * k_mult
         var = None
         if self.w_var is not None:
-            vm = torch.zeros_like(wm)
-            vm[rs - lo: re - lo] = self.w_var[rs:re] * (k_mult * k_mult)
+            vm = self.geo.block_matrix(self.w_var, rs, re) * (k_mult * k_mult)
             var = self.geo.kernel(vm) if self.geo.is_conv else vm
         kern = self.geo.kernel(wm) if self.geo.is_conv else wm
         if kern.dim() == 4:  # channels-last kernels: the fastest CPU conv path (oneDNN)
@@ -352,10 +379,7 @@ class AnalogLayer:
 
     # ---- forward --------------------------------------------------------------------------------
     def _calibrate_observe(self, x: torch.Tensor) -> None:
-        """Nearest-rank high percentile of |x| via top-k (exact, and far cheaper than a full sort)."""
-        a = x.detach().abs().reshape(-1).float()
-        k = max(1, int(round(a.numel() * (1 - self.settings.calib_percentile / 100))))
-        self._calib.append(float(torch.topk(a, k, sorted=False).values.min()))
+        self._calib.append(abs_percentile(x, self.settings.calib_percentile))
 
     def start_calibration(self) -> None:
         """Observe inputs (no DAC) to set the static input range right after programming."""
@@ -432,8 +456,7 @@ class AnalogLayer:
         if self._use_native(x):
             return self._forward_native(x, scales, bias, residual, relu)
         if self.dac == "quant":
-            lin = levels(self.settings.dac_bits)
-            xs = torch.round(x * self.in_mult).clamp_(-lin, lin)
+            xs = dac_codes(x, self.in_mult, levels(self.settings.dac_bits))
         elif self.in_mult != 1.0:
             xs = x * self.in_mult
         else:
@@ -448,7 +471,7 @@ class AnalogLayer:
                 y = y.add_(torch.randn(y.shape, generator=self.generator, device=y.device),
                            alpha=self.noise_units)
             if self.adc == "quant":
-                y = y.round_().clamp_(-self.lout, self.lout)
+                y = adc_codes_(y, self.lout)
             sc = sc.reshape(shape)
             if out is None:  # rescale (and bias) fused into one pass; later blocks accumulate in place
                 out = y.mul_(sc) if bias is None else torch.addcmul(bias.reshape(shape), y, sc)
@@ -476,10 +499,7 @@ class AnalogLayer:
         """One row block's analog MVM (in ADC units), with per-read 1/f noise when that mode is on.
         `sliced`: xs is already this block's input slice."""
         geo = self.geo
-        xb = xs
-        if blk["sl"] is not None and not sliced:
-            c0, c1 = blk["sl"]
-            xb = xs[:, c0:c1] if geo.is_conv else xs[..., c0:c1]
+        xb = xs if sliced else geo.block_input(xs, blk["sl"])
         y = geo.apply(xb, blk["kern"])
         if blk["var"] is not None:  # per-read 1/f noise: exact output std for independent devices
             std = geo.apply(xb * xb, blk["var"]).clamp_(min=0).sqrt_()

@@ -37,7 +37,8 @@ def _bound(text: str | None) -> float | str | None:
 
 _OPTIONS = [
     click.option("--data", default="mnist", show_default=True,
-                 help="mnist | fashion-mnist | cifar10 | cifar10-exact | NAME:PATH | images.npz (x, y)."),
+                 help="mnist | fashion-mnist | cifar10 | cifar10-exact[:test-1k] | NAME:PATH | "
+                      "images.npz (x, y)."),
     click.option("--times", default="1s,1h,1d,30d,1y", show_default=True,
                  help="Time points after programming: seconds or 1s/1h/1d/30d/1y."),
     click.option("--chips", default=10, show_default=True, type=int, help="Simulated chips (Monte Carlo)."),
@@ -49,6 +50,9 @@ _OPTIONS = [
     click.option("--batch-size", default=128, show_default=True, type=int,
                  help="Images per batch (128 keeps a CPU batch in cache; larger suits CUDA)."),
     click.option("--limit", default=None, type=int, help="Evaluate on the first N test images."),
+    click.option("--balanced", is_flag=True,
+                 help="Class-balanced accuracy: the mean of per-class accuracies (classes present in the "
+                      "labels), for test sets with skewed class counts such as cifar10-exact."),
     click.option("--calib", default=1000, show_default=True, type=int,
                  help="Training images for bn compensation (Joshi 2020 used 2600 on CIFAR-10)."),
     click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path)),
@@ -81,10 +85,10 @@ _OPTIONS = [
     click.option("--quiet", is_flag=True, help="No progress bar."),
 ]
 
-EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "device", "batch_size", "limit", "calib",
-               "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise", "no_drift",
-               "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise", "out_bound",
-               "input_range", "kernels", "threads", "no_baseline", "quiet")
+EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "device", "batch_size", "limit", "balanced",
+               "calib", "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise",
+               "no_drift", "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise",
+               "out_bound", "input_range", "kernels", "threads", "no_baseline", "quiet")
 
 
 def eval_options(fn: Callable) -> Callable:
@@ -117,7 +121,8 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         batch_size=int(kw.get("batch_size") or 128), limit=kw.get("limit"),
         calib=int(kw["calib"]) if kw.get("calib") is not None else 1000,
         mean=_floats(kw.get("mean")), std=_floats(kw.get("std")), scale=kw.get("scale"),
-        overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"))
+        overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"),
+        balanced=bool(kw.get("balanced")))
     result = evaluate(Path(mapped_path), cfg, progress=not kw.get("quiet"))
     click.echo(table(result))
     if kw.get("json_path"):

@@ -30,6 +30,7 @@ MNIST_STD = (0.3081,)
 
 _IDX_DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
 _BUNDLED = {("mnist", "test"): "mnist-test-1k.npz"}
+_CIFAR10_EXACT_TEST = ("test-partial", "test-1k")  # `cifar10-exact:SUBSET` picks the test file
 
 
 @dataclass
@@ -122,15 +123,18 @@ def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
 
 
 def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None = None) -> Dataset:
-    """Load `mnist`, `fashion-mnist`, `cifar10`, `cifar10-exact`, `NAME:PATH` or a `.npz` file (x, y)."""
+    """Load `mnist`, `fashion-mnist`, `cifar10`, `cifar10-exact[:test-1k|test-partial]`, `NAME:PATH` or a
+    `.npz` file (x, y)."""
     if split not in ("train", "test"):
         raise AcompileError(f"split must be 'train' or 'test', got {split!r}")
     name, _, path = spec.partition(":")
     if not path and (spec.endswith(".npz") or os.sep in spec):
         return _load_npz(Path(spec), split)
+    name = name.lower()
+    if name == "cifar10-exact" and path in _CIFAR10_EXACT_TEST:
+        return _load_cifar10_exact(split, root, path)
     if path:
         root = path
-    name = name.lower()
     if name in _IDX_DATASETS:
         return _load_idx(name, split, root)
     if name == "cifar10":
@@ -236,13 +240,16 @@ def _decode_jpeg_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _load_cifar10_exact(split: str, root) -> Dataset:
-    name = "test-partial.npz" if split == "test" else "train-5k.npz"
+def _load_cifar10_exact(split: str, root, subset: str = "test-partial") -> Dataset:
+    """The exact CIFAR-10 subsets: test `test-partial` (default; not class-balanced) or `test-1k` (the
+    first 1000 test images), train `train-5k`."""
+    name = f"{subset}.npz" if split == "test" else "train-5k.npz"
     path = _find(f"cifar10/{name}", root)
     if path is None:
         raise AcompileError(f"cifar10-exact ({split}) not found: expected cifar10/{name} under the data root")
     ds = _load_npz(path, "test")
-    return Dataset(ds.x, ds.y, "cifar10-exact")
+    tag = "" if split == "train" or subset == "test-partial" else f":{subset}"
+    return Dataset(ds.x, ds.y, f"cifar10-exact{tag}")
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):

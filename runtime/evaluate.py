@@ -89,6 +89,21 @@ class EvalConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     baseline: bool = True
     threads: int | None = None
+    balanced: bool = False  # score = mean of per-class accuracies (classes present in the labels)
+
+
+def score(pred: np.ndarray, y: np.ndarray, balanced: bool = False) -> float:
+    """Share of correct predictions, or (balanced) the mean over the classes present in `y` of each
+    class's share of correct predictions, so a test set with skewed class counts weighs classes equally."""
+    pred, y = np.asarray(pred).reshape(-1), np.asarray(y).reshape(-1)
+    if len(y) == 0:
+        return 0.0
+    correct = pred == y
+    if not balanced:
+        return float(correct.mean())
+    classes, inverse = np.unique(y, return_inverse=True)
+    per_class = np.bincount(inverse, weights=correct, minlength=len(classes)) / np.bincount(inverse)
+    return float(per_class.mean())
 
 
 def _model_input(model: onnx.ModelProto) -> tuple[str, list]:
@@ -210,16 +225,17 @@ class Emulator:
             self.executor(torch.from_numpy(x[i:i + batch_size]).to(self.device))
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int, gen: torch.Generator | None = None,
-                 bar=None) -> float:
+                 bar=None, balanced: bool = False) -> float:
+        """Share of correct images, or with `balanced` the mean of per-class accuracies (see `score`)."""
         self._set_generator(gen)
-        correct = 0
+        preds = []
         for i in range(0, len(x), batch_size):
             out = self.executor(torch.from_numpy(x[i:i + batch_size]).to(self.device))
-            pred = out.reshape(out.shape[0], -1).argmax(1).cpu().numpy()
-            correct += int((pred == y[i:i + batch_size]).sum())
+            preds.append(out.reshape(out.shape[0], -1).argmax(1).cpu().numpy())
             if bar is not None:
                 bar.update(1)
-        return correct / max(len(y), 1)
+        pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+        return score(pred, y, balanced)
 
 
 def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
@@ -255,6 +271,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         "model": str(mapped) if not isinstance(mapped, onnx.ModelProto) else model.graph.name,
         "target": target.get("name"), "data": data_name, "n_images": int(len(y)),
         "chips": cfg.chips, "seed": cfg.seed, "device": cfg.device, "times": cfg.times,
+        "metric": "balanced-accuracy" if cfg.balanced else "accuracy",
         "compensation": methods,
         "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
         "settings": _settings_dict(settings),
@@ -265,7 +282,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         ort = OrtBaseline(model, cfg.threads)
         preds = np.concatenate([ort(x[i:i + cfg.batch_size]).reshape(len(x[i:i + cfg.batch_size]), -1)
                                 .argmax(1) for i in range(0, len(x), cfg.batch_size)])
-        result["baseline"] = {"engine": "onnxruntime", "accuracy": float((preds == y).mean()),
+        result["baseline"] = {"engine": "onnxruntime", "accuracy": score(preds, y, cfg.balanced),
                               "seconds": time.perf_counter() - t0}
 
     acc: dict[tuple[int, str], list[float]] = {(ti, m): [] for ti in range(len(cfg.times)) for m in methods}
@@ -282,7 +299,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
                     bar.set_postfix_str(f"chip {chip + 1}/{cfg.chips} t={format_time(t)} {m}")
                     gen = make_generator(emu.device, cfg.seed, chip, 2, ti, ci)
                     emu.compensate(m, calib_bn, cfg.batch_size, gen)
-                    acc[(ti, m)].append(emu.accuracy(x, y, cfg.batch_size, gen, bar))
+                    acc[(ti, m)].append(emu.accuracy(x, y, cfg.batch_size, gen, bar, cfg.balanced))
                 comp.reset(emu.layers, emu.bn_layers)
     rows = []
     for ti, t in enumerate(cfg.times):

@@ -22,12 +22,34 @@ ANALOG_DOMAIN = "ai.acompile"
 AnalogFactory = Callable[[NodeInfo, onnx.NodeProto], Callable[..., Any]]
 
 
+# torch has uint16/32/64 but few ops on them: the executor holds those values as int64 (exact for
+# uint16/32; uint64 keeps its bit pattern) and gives graph outputs back in their declared type
+_UNSIGNED = {onnx.TensorProto.UINT16: torch.uint16, onnx.TensorProto.UINT32: torch.uint32,
+             onnx.TensorProto.UINT64: torch.uint64}
+# ml_dtypes floats (what onnx.numpy_helper gives for these) that torch.from_numpy refuses: same bits
+_ML_FLOATS = {"bfloat16": torch.bfloat16, "float8_e4m3fn": torch.float8_e4m3fn,
+              "float8_e5m2": torch.float8_e5m2, "float8_e4m3fnuz": torch.float8_e4m3fnuz,
+              "float8_e5m2fnuz": torch.float8_e5m2fnuz}
+
+
 def to_torch(arr: np.ndarray) -> torch.Tensor:
-    """numpy -> torch, keeping dtype (copy so the tensor owns writable memory)."""
+    """numpy -> torch, keeping dtype and rank (a 0-d array stays 0-d; a copy the tensor owns).
+
+    uint16/32/64 become int64 (see _UNSIGNED); bfloat16 and float8 keep their type bit for bit; int4 /
+    uint4 widen to int8 / uint8; a type torch cannot hold (strings) is an AcompileError.
+    """
     a = np.array(arr, copy=True)
     if a.dtype == np.uint16 or a.dtype == np.uint32 or a.dtype == np.uint64:
         a = a.astype(np.int64)
-    return torch.from_numpy(a)
+    elif a.dtype.name in _ML_FLOATS:
+        bits = np.uint8 if a.dtype.itemsize == 1 else np.int16
+        return torch.from_numpy(a.view(bits)).view(_ML_FLOATS[a.dtype.name])
+    elif a.dtype.name in ("int4", "uint4"):
+        a = a.astype(np.int8 if a.dtype.name == "int4" else np.uint8)
+    try:
+        return torch.from_numpy(a)
+    except TypeError:
+        raise AcompileError(f"a tensor of type {a.dtype} is not supported by the emulator") from None
 
 
 def decode_attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -100,6 +122,8 @@ class Executor:
             t.name: to_torch(numpy_helper.to_array(t)).to(self.device) for t in g.initializer}
         self.input_names = [i.name for i in g.input if i.name not in consts]
         self.output_names = [o.name for o in g.output]
+        self.output_casts = {o.name: _UNSIGNED[o.type.tensor_type.elem_type] for o in g.output
+                             if o.type.tensor_type.elem_type in _UNSIGNED}
         self.analog_layers: list[Any] = []
         self.bn_layers: list[Any] = []
         self.steps: list[tuple[Callable[..., Any], list[str], list[str], str]] = []
@@ -218,7 +242,7 @@ class Executor:
         """Run the graph; returns every graph output in order."""
         env: dict[str, Any] = dict(self.consts)
         for n, x in zip(self.input_names, inputs, strict=False):
-            env[n] = x
+            env[n] = x.to(torch.int64) if x.dtype in _UNSIGNED.values() else x
         for (fn, ins, outs, name), free in zip(self.steps, self.free_after, strict=False):
             args = [env[i] if i else None for i in ins]
             while args and args[-1] is None:
@@ -237,7 +261,9 @@ class Executor:
                 env[outs[0]] = res
             for f in free:
                 env.pop(f, None)
-        return [env[o] for o in self.output_names]
+        outs = [env[o] for o in self.output_names]
+        return [x.to(self.output_casts[o]) if o in self.output_casts and isinstance(x, torch.Tensor) else x
+                for o, x in zip(self.output_names, outs, strict=True)]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.run(*inputs)[0]

@@ -25,7 +25,8 @@ def plot_retention(result: dict[str, Any], path: str | Path) -> None:
         ax.axhline(100 * result["baseline"]["accuracy"], ls="--", color="k", label="digital (onnxruntime)")
     ax.set_xscale("log")
     ax.set_xlabel("time after programming (s)")
-    ax.set_ylabel("accuracy (%)")
+    balanced = result.get("metric") == "balanced-accuracy"
+    ax.set_ylabel("class-balanced accuracy (%)" if balanced else "accuracy (%)")
     ax.set_title(f"{Path(str(result.get('model', ''))).name} on {result.get('target')}: "
                  f"{result['results'][0]['n'] if result['results'] else 0} chips")
     ax.grid(True, which="both", alpha=0.3)

@@ -23,11 +23,13 @@ def table(result: dict[str, Any]) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=False)) for b in body]
     n = result["results"][0]["n"] if result["results"] else 0
-    lines.append(f"accuracy % (mean ± std over {n} chip(s)), {result['n_images']} images of "
+    metric = "class-balanced accuracy" if result.get("metric") == "balanced-accuracy" else "accuracy"
+    lines.append(f"{metric} % (mean ± std over {n} chip(s)), {result['n_images']} images of "
                  f"{result['data']}, "
                  f"target {result.get('target')}")
     if "baseline" in result:
-        lines.append(f"digital baseline (onnxruntime): {100 * result['baseline']['accuracy']:.2f} %")
+        tag = " (class-balanced)" if result.get("metric") == "balanced-accuracy" else ""
+        lines.append(f"digital baseline (onnxruntime){tag}: {100 * result['baseline']['accuracy']:.2f} %")
     return "\n".join(lines)
 
 
@@ -40,7 +42,9 @@ def write_csv(result: dict[str, Any], path: str | Path) -> None:
     base = result.get("baseline", {}).get("accuracy", "")
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["t_seconds", "time", "compensation", "mean", "std", "n", "baseline", "accuracies"])
+        w.writerow(["t_seconds", "time", "compensation", "mean", "std", "n", "baseline", "accuracies",
+                    "metric"])
+        metric = result.get("metric", "accuracy")
         for r in result["results"]:
             w.writerow([r["t"], r["time"], r["compensation"], f"{r['mean']:.6f}", f"{r['std']:.6f}", r["n"],
-                        base, " ".join(f"{a:.6f}" for a in r["accuracies"])])
+                        base, " ".join(f"{a:.6f}" for a in r["accuracies"]), metric])

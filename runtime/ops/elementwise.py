@@ -105,9 +105,17 @@ def clip(node: NodeInfo):
     return run
 
 
+# unsigned types the executor holds as int64 (runtime.executor.to_torch): Cast wraps like onnxruntime
+UNSIGNED_MASKS: dict[int, int | None] = {TensorProto.UINT16: 0xFFFF, TensorProto.UINT32: 0xFFFFFFFF,
+                                         TensorProto.UINT64: None}
+
+
 @register("Cast")
 def cast(node: NodeInfo):
     to = int(node.attrs["to"])
+    if to in UNSIGNED_MASKS:
+        mask = UNSIGNED_MASKS[to]
+        return lambda x: x.to(torch.int64) if mask is None else x.to(torch.int64) & mask
     if to not in DTYPES:
         raise node.error(f"cast to ONNX type {to} is not supported")
     dt = DTYPES[to]

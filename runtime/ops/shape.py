@@ -55,13 +55,13 @@ def flatten(node: NodeInfo):
     axis = int(node.attrs.get("axis", 1))
 
     def run(x):
-        ax = axis % x.dim() if x.dim() else 0
-        if axis == x.dim():
-            ax = x.dim()
-        lead = 1
+        ax = axis + x.dim() if axis < 0 else axis  # axis in [-r, r]; r gives [prod, 1]
+        lead, trail = 1, 1
         for s in x.shape[:ax]:
             lead *= s
-        return x.reshape(lead, -1)
+        for s in x.shape[ax:]:
+            trail *= s
+        return x.reshape(lead, trail)  # both spelled out: reshape(0, -1) of an empty tensor is ambiguous
 
     return run
 

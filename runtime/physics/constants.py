@@ -45,13 +45,17 @@ HERMES_TOPS_PER_W = 9.76         # 1-phase mode, chip level
 HERMES_DAC_BITS = 8              # 8-bit PWM inputs
 HERMES_ADC_BITS = 8              # 8-bit CCO ADCs
 
-# --- Periphery (Joshi 2020; aihwkit InferenceRPUConfig defaults) -----------------------------------
+# --- Periphery (Joshi 2020; aihwkit StandardHWATrainingPreset) -------------------------------------
+# OUT_NOISE / OUT_BOUND are aihwkit's StandardHWATrainingPreset forward values (out_noise 0.04,
+# out_bound 10, Rasch et al. 2023), not aihwkit's InferenceRPUConfig / IOParameters defaults: those are
+# out_noise 0.06, out_bound 12 with a 7-bit DAC and 9-bit ADC (aihwkit 1.1.0; Gokmen & Vlasov's RPU_*
+# values below).
 #: DAC / ADC resolution shown sufficient for ResNet-32 on CIFAR-10 (Joshi 2020).
 DAC_BITS = 8
 ADC_BITS = 8
-#: Additive output noise, std in normalized output units (aihwkit forward.out_noise for PCM inference).
+#: Additive output noise, std in normalized output units (aihwkit StandardHWATrainingPreset out_noise).
 OUT_NOISE = 0.04
-#: ADC output bound in normalized units (aihwkit forward.out_bound for inference presets).
+#: ADC output bound in normalized units (aihwkit StandardHWATrainingPreset out_bound).
 OUT_BOUND = 10.0
 
 # --- Hardware-aware training (Joshi 2020) ----------------------------------------------------------

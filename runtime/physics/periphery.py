@@ -27,3 +27,26 @@ def quantize(x: torch.Tensor, bits: int, bound: float | torch.Tensor) -> torch.T
 def quantize_ste(x: torch.Tensor, bits: int, bound: float | torch.Tensor) -> torch.Tensor:
     """quantize() forward, identity gradient inside the bound (straight-through estimator) for training."""
     return x + (quantize(x, bits, bound) - x).detach()
+
+
+# --- the tile periphery as the emulator runs it (CONTRACTS §4), shared with hardware-aware training ------
+# Units: a DAC code is round(x / r * L_in) in [-L_in, L_in]; an ADC code is round(y_n * L_out / bound) in
+# [-L_out, L_out], where y_n = (x / r) @ w_n is the row block's output in normalized units.
+
+
+def dac_codes(x: torch.Tensor, in_mult: float | torch.Tensor, lin: int) -> torch.Tensor:
+    """DAC: inputs -> integer codes, in_mult = L_in / r (r: the calibrated input range)."""
+    return torch.round(x * in_mult).clamp_(-lin, lin)
+
+
+def adc_codes_(y: torch.Tensor, lout: int) -> torch.Tensor:
+    """ADC, in place: an output already in ADC units -> integer codes in [-L_out, L_out]."""
+    return y.round_().clamp_(-lout, lout)
+
+
+def abs_percentile(x: torch.Tensor, percentile: float) -> float:
+    """Nearest-rank high percentile of |x| via top-k (exact, and far cheaper than a full sort): the
+    statistic behind the calibrated DAC input range and the calibrated ADC bound."""
+    a = x.detach().abs().reshape(-1).float()
+    k = max(1, int(round(a.numel() * (1 - percentile / 100))))
+    return float(torch.topk(a, k, sorted=False).values.min())

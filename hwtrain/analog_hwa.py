@@ -1,0 +1,231 @@
+"""Hardware-aware forward of one crossbar layer during fine-tuning, with the target's own physics.
+
+The emulator (runtime/analog_tile.py) runs a mapped layer as: weights normalized by the conductance
+scale, programmed with the device model's noise, inputs through the DAC over a calibrated range, one MVM
+per tile row block, output noise and the ADC per block, then the digital rescale. Training sees the same
+chain, built from the same functions (TileGeometry's row blocks, `device_targets` / `pair_weights`, the
+device model's `program`, and on CPU the emulator's own native DAC and noise+ADC kernels). The noise and
+the converters are forward-only, straight-through: the gradient is that of the clean layer, taken at the
+noisy weights and quantized inputs (Joshi et al. 2020), and the clean weights get it.
+
+Out of training (`HWAContext.active` False) a layer is its exact digital op: the model that is scored
+and exported is the clean network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import onnx
+import torch
+
+from compiler.errors import AcompileError
+from runtime import native
+from runtime.analog_tile import AnalogSettings, TileGeometry, device_targets, pair_weights
+from runtime.executor import decode_attrs
+from runtime.ops import NodeInfo
+from runtime.physics import constants as C
+from runtime.physics.pcm import PCMConfig, PCMInferenceModel
+from runtime.physics.periphery import abs_percentile, adc_codes_, dac_codes, levels
+
+NOISE_SHAPES = ("device", "gaussian")
+
+
+@dataclass
+class HWAKnobs:
+    """What fine-tuning adds on top of the target (every value overridable from the CLI).
+
+    noise: eta. shape "device": the target device model's programming noise (`program` of the shared
+        PCM model, both devices of each pair), scaled by eta / 0.038, so Joshi's eta = 3.8 % of max|W|
+        is the device's own magnitude; "gaussian": N(0, (eta max|W|)^2) per weight (Joshi 2020).
+    clip: weights clipped to +-clip * std(W) after each step (0 = off; Joshi 2.0-2.5).
+    periphery: DAC, output noise and ADC per tile row block as the target sets them.
+    """
+
+    noise: float = C.HWA_ETA_TRAIN
+    noise_shape: str = "device"
+    clip: float = C.HWA_CLIP_ALPHA
+    periphery: bool = True
+    range_momentum: float = 0.1  # EMA of the per-batch input-range statistic (the DAC calibration)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noise < 1.0:
+            raise AcompileError(f"--noise must be in [0, 1) (fraction of max|W|), got {self.noise}")
+        if self.noise_shape not in NOISE_SHAPES:
+            raise AcompileError(f"--noise-shape must be one of {', '.join(NOISE_SHAPES)}, got "
+                                f"{self.noise_shape!r}")
+        if not self.clip >= 0:
+            raise AcompileError(f"--clip must be >= 0 (0 = off), got {self.clip}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HWAContext:
+    """Shared switch: True while training steps run (noise and periphery on), False for scoring."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.channels_last = False
+        self.observe = True  # update the calibrated ranges (EMA) in this step
+
+
+class HWALayer:
+    """One Conv / Gemm / MatMul node of the user's graph, trained against its crossbar mapping."""
+
+    def __init__(self, node: onnx.NodeProto, mapped: onnx.NodeProto, shape: tuple[int, int],
+                 settings: AnalogSettings, knobs: HWAKnobs, weight_scale: str, ctx: HWAContext) -> None:
+        self.name = node.name or node.output[0]
+        self.op = node.op_type
+        self.attrs = decode_attrs(node)
+        minfo = NodeInfo(name=self.name, op_type=mapped.op_type, attrs=decode_attrs(mapped), consts=[],
+                         n_inputs=len(mapped.input), n_outputs=1, opset=17)
+        self.geo = TileGeometry(minfo, mapped, torch.empty(*shape))
+        self.settings, self.knobs, self.ctx = settings, knobs, ctx
+        self.per_column = weight_scale == "column"
+        pcm = settings.pcm
+        self.device_noise = knobs.noise > 0 and knobs.noise_shape == "device" and \
+            settings.device_model != "ideal" and pcm.prog_noise
+        # programming only: drift and read noise act after training, in the emulator
+        self.device_model = PCMInferenceModel(PCMConfig(g_max=pcm.g_max, g_min=pcm.g_min, t0=pcm.t0,
+                                                        t_read=pcm.t_read, prog_noise=True, drift=False,
+                                                        read_noise=False))
+        self.input_range: float | None = settings.input_range  # None: calibrated (EMA) in training
+        self.out_bound: float | None = settings.out_bound
+        self.generator: torch.Generator | None = None
+
+    # ---- weight layout --------------------------------------------------------------------------
+    def matrix(self, w: torch.Tensor) -> torch.Tensor:
+        """The node's weight as the crossbar sees it: [rows = fan-in, cols = fan-out]."""
+        if self.op == "Conv":
+            return w.reshape(w.shape[0], -1).t()
+        if self.op == "Gemm" and int(self.attrs.get("transB", 0)):
+            return w.t()
+        return w
+
+    # ---- forward --------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        if self.op == "Gemm" and int(self.attrs.get("transA", 0)):
+            x = x.t()
+        wm = self.matrix(w)
+        if self.geo.rows != wm.shape[0] or self.geo.cols != wm.shape[1]:
+            raise AcompileError(f"node '{self.name}': weight {list(wm.shape)} does not match its mapping "
+                                f"{[self.geo.rows, self.geo.cols]}")
+        if self.geo.is_conv and self.ctx.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self._analog(x, wm) if self.ctx.active else self.geo.apply(x, self._kernel(wm))
+        if not self.geo.is_conv and self.geo.alpha != 1.0:
+            y = y * self.geo.alpha
+        if b is not None:
+            if self.geo.is_conv:
+                y = y + b.reshape(1, -1, *([1] * len(self.geo.k)))
+            else:
+                y = y + (b * self.geo.beta if self.geo.beta != 1.0 else b)
+        return y
+
+    def _kernel(self, wm: torch.Tensor) -> torch.Tensor:
+        return self.geo.kernel(wm) if self.geo.is_conv else wm
+
+    def weight_scale(self, wm: torch.Tensor) -> torch.Tensor:
+        """max|W| per layer (or per column): the weight that sits at g_max (compiler's G_SCALE)."""
+        a = wm.detach().abs()
+        m = a.amax(0) if self.per_column else a.max().expand(wm.shape[1])
+        return torch.where(m > 0, m, torch.ones_like(m))
+
+    def noisy_normalized(self, wm: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
+        """W / w_max plus forward-only programming noise (normalized units, devices' own statistics)."""
+        wn = wm / w_max
+        k = self.knobs
+        if k.noise <= 0:
+            return wn
+        with torch.no_grad():
+            if k.noise_shape == "gaussian":
+                delta = torch.randn(wn.shape, generator=self.generator, device=wn.device) * k.noise
+            elif self.device_noise:
+                s, g_max = self.settings, self.settings.pcm.g_max
+                target = device_targets(wn.detach().abs() * g_max, wn.detach() > 0, s.pcm.g_min,
+                                        s.devices_per_weight)
+                state = self.device_model.program(target, self.generator)
+                delta = (pair_weights(state.g_prog, g_max) - pair_weights(target, g_max)) * \
+                    (k.noise / C.HWA_ETA_TRAIN)
+            else:
+                return wn
+        return wn + delta
+
+    def _observe(self, current: float | None, value: float) -> float:
+        if current is None:
+            return value
+        m = self.knobs.range_momentum
+        return (1 - m) * current + m * value
+
+    def _use_native(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and self.settings.kernels != "torch" and native.available()
+
+    def _dac(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Inputs in normalized units (x / r) through the DAC, straight-through; and r."""
+        s = self.settings
+        if not (self.knobs.periphery and s.dac_bits > 0):
+            return x, 1.0
+        if s.input_range is None and (self.ctx.observe or self.input_range is None):
+            self.input_range = self._observe(self.input_range, abs_percentile(x, s.calib_percentile))
+        r = max(self.input_range or 1.0, 1e-12)
+        lin = levels(s.dac_bits)
+        xs = x * (1.0 / r)
+        with torch.no_grad():
+            xd = x.detach()
+            if self._use_native(xd) and xd.dtype == torch.float32:
+                codes = native.dac(xd, lin / r, float(lin))
+            else:
+                codes = dac_codes(xd, lin / r, lin)
+            q = codes.mul_(1.0 / lin)
+        return xs + (q - xs).detach(), r
+
+    def _adc_sum(self, ys: list[torch.Tensor]) -> torch.Tensor:
+        """Output noise and ADC of each row block's partial sum, then their digital sum (normalized
+        units); straight-through: the gradient is that of the plain sum."""
+        s, geo = self.settings, self.geo
+        total = ys[0] if len(ys) == 1 else torch.stack(ys).sum(0)
+        quant = self.knobs.periphery and s.adc_bits > 0
+        noisy = self.knobs.periphery and s.out_noise > 0
+        if not (quant or noisy):
+            return total
+        if quant and s.out_bound is None and (self.ctx.observe or self.out_bound is None):
+            self.out_bound = self._observe(self.out_bound,
+                                           max(abs_percentile(y, s.calib_percentile) for y in ys))
+        bound = max(self.out_bound or 1.0, 1e-12) if quant else 1.0
+        lout = levels(s.adc_bits) if quant else 0
+        unit = bound / lout if quant else 1.0  # normalized units per ADC code
+        cdim = 1 if geo.is_conv else -1
+        with torch.no_grad():
+            if self._use_native(total):
+                out = None
+                k0, k1 = native.new_key(self.generator)
+                scale = torch.full((geo.cols,), unit)
+                for b, y in enumerate(ys):
+                    yv = native.channels_last_view(y.detach().float() * (1.0 / unit), cdim % y.dim())
+                    key = ((k0 + 0x9E3779B9 * b) & 0xFFFFFFFF, k1)
+                    out = native.tail(yv, out, scale, None, s.out_noise / unit, float(lout), key)
+                q = out.movedim(-1, cdim % total.dim()) if (cdim % total.dim()) != total.dim() - 1 else out
+            else:
+                q = torch.zeros_like(total, dtype=torch.float32)
+                for y in ys:
+                    yu = y.detach().float() * (1.0 / unit)
+                    if noisy:
+                        yu = yu + (s.out_noise / unit) * torch.randn(yu.shape, generator=self.generator,
+                                                                     device=yu.device)
+                    if quant:
+                        yu = adc_codes_(yu, lout)
+                    q += yu * unit
+        return total + (q - total).detach()
+
+    def _analog(self, x: torch.Tensor, wm: torch.Tensor) -> torch.Tensor:
+        geo = self.geo
+        w_max = self.weight_scale(wm)
+        wn = self.noisy_normalized(wm, w_max)
+        xn, r = self._dac(x)
+        blocks = geo.row_blocks if self.knobs.periphery else [(0, geo.rows)]
+        ys = [geo.apply(geo.block_input(xn, geo.block_span(rs, re)[2]),
+                        self._kernel(geo.block_matrix(wn, rs, re))).float() for rs, re in blocks]
+        out = self._adc_sum(ys)
+        shape = (1, -1) + (1,) * len(geo.k) if geo.is_conv else (-1,)
+        return out * (w_max * r).reshape(shape)

@@ -1,0 +1,238 @@
+"""`acompile finetune MODEL.onnx --target pcm --data cifar10 --epochs 5 -o MODEL.hwa.onnx`.
+
+Imports only click at module level; torch and the training code load when the command runs. Every option
+and every output path is checked before the model is read, so a typo costs seconds, not an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from compiler.errors import AcompileError
+
+ETA_DEFAULT = 0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020); literal so --help needs no torch
+CLIP_DEFAULT = 2.5  # runtime.physics.constants.HWA_CLIP_ALPHA
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AcompileError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    if not vals or not all(math.isfinite(v) for v in vals):
+        raise AcompileError(f"{flag}: expected finite numbers, got {text!r}")
+    return vals
+
+
+def default_output(model: Path) -> Path:
+    stem = model.name[: -len(".onnx")] if model.name.endswith(".onnx") else model.stem
+    return model.with_name(f"{stem}.hwa.onnx")
+
+
+def check_output(path: Path, flag: str, model: Path, others: dict[str, Path]) -> None:
+    """An output must not be the input or another output, and its folder must be writable (or creatable)."""
+    if path.exists() and path.is_dir():
+        raise AcompileError(f"{flag} {str(path)!r} is a folder; give a file name")
+    if path.resolve() == model.resolve():
+        raise AcompileError(f"{flag} {str(path)!r} would overwrite the input model")
+    for other_flag, other in others.items():
+        if other is not None and path.resolve() == other.resolve():
+            raise AcompileError(f"{flag} and {other_flag} name the same file {str(path)!r}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise AcompileError(f"{flag} {str(path)!r}: folder {str(folder)!r} is not writable")
+
+
+def _check_bits(value: int | None, flag: str) -> None:
+    if value is not None and value != 0 and not 2 <= value <= 16:
+        raise AcompileError(f"{flag} must be 0 (ideal) or 2..16, got {value}")
+
+
+@click.command("finetune")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", "target_spec", default="pcm", show_default=True,
+              help="Target the model will run on: built-in (pcm, hermes, ideal) or a TOML file.")
+@click.option("--data", default=None,
+              help="Training data: mnist, fashion-mnist, cifar10, NAME:PATH or images.npz (x, y; "
+                   "x_train/y_train for the train split); a comma list adds the train splits of the "
+                   "others to the first (whose test split scores each epoch). Default: the model's "
+                   "metadata dataset.")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Peak learning rate (cosine decay).")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine",
+              show_default=True)
+@click.option("--noise", type=float, default=ETA_DEFAULT, show_default=True,
+              help="Weight-noise eta (Joshi 2020: 0.038 of max|W|; 0 = off).")
+@click.option("--noise-shape", type=click.Choice(["device", "gaussian"]), default="device", show_default=True,
+              help="device: the target device model's programming noise, scaled by eta/0.038; gaussian: "
+                   "N(0, eta max|W|) per weight.")
+@click.option("--clip", type=float, default=CLIP_DEFAULT, show_default=True,
+              help="Clip weights to k std(W) after each step (0 = off; Joshi 2.0-2.5).")
+@click.option("--no-periphery", is_flag=True,
+              help="Train without the DAC / output noise / ADC of the target.")
+@click.option("--dac-bits", type=int, default=None, help="Override the target's DAC bits (0 = ideal).")
+@click.option("--adc-bits", type=int, default=None, help="Override the target's ADC bits (0 = ideal).")
+@click.option("--out-noise", type=float, default=None, help="Override the target's output noise.")
+@click.option("--out-bound", default=None, help="Override the ADC bound: a number or 'calibrated'.")
+@click.option("--digital", multiple=True, metavar="NAME,...", help="Layers kept digital (as for compile).")
+@click.option("--mean", default=None, help="Preprocessing mean per channel (models without metadata).")
+@click.option("--std", default=None, help="Preprocessing std per channel (models without metadata).")
+@click.option("--scale", type=float, default=None, help="Pixel scale before mean/std [default 1/255].")
+@click.option("--augment/--no-augment", default=None,
+              help="Random crop + flip [default: on for 32x32 RGB images].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Train on the first N images (smoke runs).")
+@click.option("--eval-limit", type=int, default=None, help="Score each epoch on the first N test images.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
+              help="bf16 autocast for convolutions and matmuls (auto: where the CPU has bf16 units).")
+@click.option("--no-channels-last", is_flag=True, help="Keep NCHW activations (channels-last is faster).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads [default: all cores].")
+@click.option("--compute", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fine-tuned model [default: MODEL.hwa.onnx beside MODEL].")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint written after every epoch [default: OUTPUT.ckpt.npz; removed at the end "
+                   "unless --keep-checkpoint].")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after a finished run.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted run.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the run's metrics (history, accuracies) as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, lr: float, batch_size: int,
+                 weight_decay: float, momentum: float, schedule: str, noise: float, noise_shape: str,
+                 clip: float, no_periphery: bool, dac_bits: int | None, adc_bits: int | None,
+                 out_noise: float | None, out_bound: str | None, digital: tuple[str, ...],
+                 mean: str | None, std: str | None, scale: float | None, augment: bool | None, seed: int,
+                 limit: int | None, eval_limit: int | None, precision: str, no_channels_last: bool,
+                 threads: int | None, compute: str, output: Path | None, checkpoint: Path | None,
+                 keep_checkpoint: bool, resume: bool, json_path: Path | None, quiet: bool) -> None:
+    """Hardware-aware fine-tuning of MODEL (any ONNX classifier) for the target it will run on.
+
+    \b
+      acompile model.onnx --target pcm --eval --data cifar10 --times 1d     # how bad is it?
+      acompile finetune model.onnx --target pcm --data cifar10 --epochs 5 -o model.hwa.onnx
+      acompile model.hwa.onnx --target pcm --eval --data cifar10 --times 1h,1d,1y
+
+    The output is the same graph (nodes, names, inputs, outputs) with new weights, biases and BN
+    parameters and statistics; its metadata holds the recipe, the target and the parent's SHA-256.
+    """
+    # ---- every option before any work ----------------------------------------------------------
+    from compiler.targets import load_target
+
+    if not model.is_file():
+        raise AcompileError(f"{str(model)!r}: file not found")
+    for value, flag in ((dac_bits, "--dac-bits"), (adc_bits, "--adc-bits")):
+        _check_bits(value, flag)
+    if out_noise is not None and not (math.isfinite(out_noise) and out_noise >= 0):
+        raise AcompileError(f"--out-noise must be >= 0, got {out_noise}")
+    bound: float | str | None = None
+    if out_bound is not None:
+        if out_bound.strip().lower() == "calibrated":
+            bound = "calibrated"
+        else:
+            try:
+                bound = float(out_bound)
+            except ValueError:
+                raise AcompileError(f"--out-bound: expected a number or 'calibrated', got "
+                                    f"{out_bound!r}") from None
+            if not (math.isfinite(bound) and bound > 0):
+                raise AcompileError(f"--out-bound must be > 0, got {out_bound}")
+    if threads is not None and threads < 1:
+        raise AcompileError(f"--threads must be >= 1, got {threads}")
+    means, stds = _floats(mean, "--mean"), _floats(std, "--std")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise AcompileError(f"--scale must be > 0, got {scale}")
+    out = output or default_output(model)
+    if out.suffix.lower() != ".onnx":
+        raise AcompileError(f"-o {str(out)!r}: the fine-tuned model must be a .onnx file")
+    ckpt = checkpoint or out.with_name(out.name + ".ckpt.npz")
+    check_output(out, "-o", model, {})
+    check_output(ckpt, "--checkpoint", model, {"-o": out})
+    if json_path is not None:
+        check_output(json_path, "--json", model, {"-o": out, "--checkpoint": ckpt})
+    if resume and not ckpt.is_file():
+        raise AcompileError(f"--resume: no checkpoint at {str(ckpt)!r} (name it with --checkpoint)")
+    if not resume and ckpt.exists():
+        raise AcompileError(f"checkpoint {str(ckpt)!r} exists from an earlier run: continue it with "
+                            "--resume, or remove it")
+    target = load_target(target_spec)
+
+    from hwtrain.analog_hwa import HWAKnobs
+    from hwtrain.finetune import FinetuneConfig
+
+    knobs = HWAKnobs(noise=noise, noise_shape=noise_shape, clip=clip, periphery=not no_periphery)
+    cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+                         weight_decay=weight_decay, schedule=schedule, augment=augment, seed=seed,
+                         limit=limit, eval_limit=eval_limit, precision=precision,
+                         channels_last=not no_channels_last, knobs=knobs)
+    import torch
+
+    if compute == "cuda" and not torch.cuda.is_available():
+        raise AcompileError("--compute cuda: no CUDA device is available")
+    if threads:
+        torch.set_num_threads(threads)
+    overrides = {"dac_bits": dac_bits, "adc_bits": adc_bits, "out_noise": out_noise, "out_bound": bound}
+
+    # ---- model, mapping, data --------------------------------------------------------------------
+    import numpy as np
+
+    from hwtrain.finetune import check_data, finetuned_model, prepare, train, verify_written
+    from runtime.data import Dataset, load_dataset
+
+    digital_names = [n.strip() for v in digital for n in v.split(",") if n.strip()]
+    prepared = prepare(model, target, digital=digital_names, knobs=knobs, settings_overrides=overrides,
+                       mean=means, std=stds, scale=scale)
+    data = data or prepared.preprocessing.dataset
+    if not data:
+        raise AcompileError("the model's metadata names no dataset: pass --data")
+    specs = [d.strip() for d in data.split(",") if d.strip()]
+    parts = [load_dataset(spec, "train") for spec in specs]
+    for spec, part in zip(specs, parts, strict=True):
+        if len(part) == 0:
+            raise AcompileError(f"data {spec!r}: the train split is empty")
+        check_data(prepared.preprocessing, prepared.input_dims, part, spec)
+    train_ds = parts[0] if len(parts) == 1 else Dataset(np.concatenate([p.x for p in parts]),
+                                                        np.concatenate([p.y for p in parts]), data)
+    test_ds = load_dataset(specs[0], "test")
+    if not quiet:
+        click.echo(f"finetune: {model.name} on {target['name']}: {len(prepared.layers)} analog layers, "
+                   f"{sum(p.numel() for p in prepared.module.parameters())} trainable values, "
+                   f"{len(train_ds) if not limit else min(limit, len(train_ds))} training images ({data})",
+                   err=True)
+
+    # ---- train, write ----------------------------------------------------------------------------
+    metrics = train(prepared, cfg, train_ds, test_ds, checkpoint=ckpt, resume=ckpt if resume else None,
+                    compute=compute, progress=not quiet)
+    command = " ".join(shlex.quote(a) for a in ["acompile", "finetune", *sys.argv[2:]]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "finetune" else None
+    recipe: dict[str, Any] = {
+        "tool": "acompile finetune", "parent": model.name, "target": target["name"], "data": data,
+        "config": cfg.to_dict(), "precision": metrics["precision"], "history": metrics["history"],
+        "digital_test_accuracy": metrics["test_accuracy"], "before": metrics["before"], "command": command}
+    proto = finetuned_model(prepared, recipe)
+    from compiler.artifact import serialize, write_atomically
+
+    write_atomically({out: serialize(proto)})
+    verify_written(out, prepared, test_ds)
+    if json_path is not None:
+        write_atomically({json_path: (json.dumps({"output": str(out), **recipe}, indent=1, default=str)
+                                      + "\n").encode()})
+    if not keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
+    acc = metrics["test_accuracy"]
+    click.echo(f"{out}" + (f": digital test accuracy {100 * acc:.2f} %" if acc is not None else ""))

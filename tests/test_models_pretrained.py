@@ -1,0 +1,118 @@
+"""The bundled pretrained ResNet-32 (models/resnet32-cifar10-plain.onnx, Idelbayev 2018, BSD-2-Clause):
+graph shape, metadata, ideal compilation == onnxruntime, and its accuracy on exact CIFAR-10 images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from compiler.pipeline import map_model
+from compiler.targets import load_target
+from runtime.data import PREPROCESSING_KEY, Preprocessing
+from runtime.executor import Executor
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "models" / "resnet32-cifar10-plain.onnx"
+SHARED = REPO.parent / "shared"
+TEST_1K = SHARED / "data" / "cifar10" / "test-1k.npz"
+NPZ = SHARED / "pretrained" / "resnet32-cifar10-idelbayev.npz"
+NO_DATA = f"needs the exact CIFAR-10 subset {TEST_1K} (../shared/data beside the repo), absent here"
+
+
+@pytest.fixture(scope="module")
+def proto() -> onnx.ModelProto:
+    return onnx.load(str(MODEL))
+
+
+@pytest.fixture(scope="module")
+def mapped(proto):
+    model, _ = map_model(MODEL, load_target("ideal"))
+    return model
+
+
+def _meta(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def test_graph_keeps_batchnorm_and_weights(proto):
+    onnx.checker.check_model(proto)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert (ops["BatchNormalization"], ops["Conv"], ops["Gemm"]) == (31, 31, 1)
+    inits = {t.name: t for t in proto.graph.initializer}
+    layers = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
+    weights = sum(int(np.prod(inits[n.input[1]].dims)) for n in layers)
+    assert weights == 461_872
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+
+
+def test_metadata_preprocessing_and_source(proto):
+    meta = _meta(proto)
+    prep = Preprocessing.from_json(meta[PREPROCESSING_KEY])
+    assert prep.layout == "NCHW" and prep.input_shape == [3, 32, 32] and prep.dataset == "cifar10"
+    assert prep.scale == pytest.approx(1 / 255)
+    assert prep.mean == [0.485, 0.456, 0.406] and prep.std == [0.229, 0.224, 0.225]
+    src = json.loads(meta["acompile.source"])
+    assert src["author"] == "Yerlan Idelbayev" and src["licence"] == "BSD-2-Clause"
+    assert src["source_sha256"] == "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850"
+    assert len(src["npz_sha256"]) == 64
+    licence = (REPO / "models" / src["licence_file"]).read_text()
+    assert "Yerlan Idelbayev" in licence and "Redistributions in binary form" in licence
+
+
+def test_ideal_compilation_equals_onnxruntime(mapped):
+    ex = Executor(mapped)
+    assert len(ex.analog_layers) == 32 and len(ex.bn_layers) == 31
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    if TEST_1K.exists():  # real images too, when the data is there
+        prep = Preprocessing.from_json(_meta(onnx.load(str(MODEL)))[PREPROCESSING_KEY])
+        with np.load(TEST_1K) as d:
+            x = torch.cat([x, torch.from_numpy(prep.apply(d["x"][:5]))])
+    with torch.no_grad():
+        got = ex(x).numpy()
+    sess = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"input": x.numpy()})[0]
+    assert got.shape == ref.shape == (len(x), 10)
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+@pytest.mark.skipif(not TEST_1K.exists(), reason=NO_DATA)
+def test_accuracy_on_exact_test_images(run_cli, tmp_path):
+    """First 200 exact test images through `acompile eval` (ideal target): >= 85 % (92.80 % on all 1000)."""
+    out = tmp_path / "r32.ideal.onnx"
+    code, _, err = run_cli(MODEL, "--target", "ideal", "-o", out)
+    assert code == 0, err
+    code, _, err = run_cli("eval", out, "--data", "cifar10-exact:test-1k", "--limit", "200", "--chips", "1",
+                           "--times", "0", "--compensation", "none", "--threads", "1", "--quiet",
+                           "--json", tmp_path / "r.json")
+    assert code == 0, err
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["n_images"] == 200 and res["data"] == "cifar10-exact:test-1k"
+    assert res["baseline"]["accuracy"] >= 0.85
+    assert res["results"][0]["accuracies"] == [pytest.approx(res["baseline"]["accuracy"], abs=0.01)]
+
+
+@pytest.mark.skipif(not NPZ.exists(), reason=f"needs the pretrained weights {NPZ}, absent here")
+def test_import_script_reproduces_the_bundled_model(proto, tmp_path):
+    """scripts/import_resnet32.py from the shared npz gives the bundled graph, weights and metadata."""
+    out = tmp_path / "r32.onnx"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "import_resnet32.py"), "--npz", str(NPZ),
+                    "-o", str(out)], check=True, capture_output=True)
+    new = onnx.load(str(out))
+    assert [n.op_type for n in new.graph.node] == [n.op_type for n in proto.graph.node]
+    assert _meta(new) == _meta(proto)
+    old_w = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    new_w = {t.name: numpy_helper.to_array(t) for t in new.graph.initializer}
+    assert old_w.keys() == new_w.keys()
+    assert all(np.array_equal(old_w[k], new_w[k]) for k in old_w)
