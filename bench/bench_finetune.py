@@ -83,7 +83,7 @@ def run_variant(ds, hwa: bool, channels_last: bool, precision: str, images: int,
         loss.backward()
         opt.step()
         if hwa:
-            clip_weights(m, cfg.knobs.clip)
+            clip_weights(prepared, cfg.knobs.clip)
         seen += len(y)
         if t0 is not None and seen >= images:
             break

@@ -116,6 +116,12 @@ def report_paths(model_path: Path) -> dict[str, Path]:
     return {ext: model_path.with_name(f"{stem}.{ext}") for ext in ("json", "md", "png")}
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(files: dict[Path, bytes]) -> None:
     """Write every file to a temp file beside it, then os.replace all; on any error remove the temps and
     whatever was already moved into place (all or nothing)."""
@@ -126,6 +132,7 @@ def write_atomically(files: dict[Path, bytes]) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
             temps.append((tmp, dest))
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         # the first file (the model) is moved last: a model file on disk means its reports are there

@@ -128,6 +128,8 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dil, "group": 1,
              "orig_op": "Conv"}
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and info.const(bias) is None:
+        return "bias computed at run time (not a constant): kept digital"
     return Lowering("AnalogConv", W, node.input[0], bias, attrs, mvms, weight_name=node.input[1],
                     dtype=dtype)
 
@@ -150,6 +152,8 @@ def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     W = b.T if a.get("transB", 0) else b
     W = np.ascontiguousarray(W.astype(np.float32, copy=False))
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and info.const(bias) is None:
+        return "bias computed at run time (not a constant): kept digital"
     attrs = {"alpha": float(a.get("alpha", 1.0)), "beta": float(a.get("beta", 1.0)), "orig_op": "Gemm"}
     return Lowering("AnalogMatMul", W, node.input[0], bias, attrs, 1,
                     transpose_x=bool(a.get("transA", 0)), weight_name=node.input[1], dtype=dtype)

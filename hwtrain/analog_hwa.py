@@ -14,7 +14,9 @@ and exported is the clean network.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import onnx
 import torch
@@ -40,6 +42,11 @@ class HWAKnobs:
         is the device's own magnitude; "gaussian": N(0, (eta max|W|)^2) per weight (Joshi 2020).
     clip: weights clipped to +-clip * std(W) after each step (0 = off; Joshi 2.0-2.5).
     periphery: DAC, output noise and ADC per tile row block as the target sets them.
+    noise_times: (t_min, t_max) in seconds, or None. With the device shape, each forward also drifts the
+        programmed devices to a time drawn log-uniformly in that range and adds the 1/f read noise
+        (the device model's own `drift` / `add_read_noise`), then applies global drift compensation
+        as the emulator's `global` does: the network learns the conductance-dependent drift and its
+        device-to-device spread that GDC cannot undo, not only the programming noise.
     """
 
     noise: float = C.HWA_ETA_TRAIN
@@ -47,8 +54,15 @@ class HWAKnobs:
     clip: float = C.HWA_CLIP_ALPHA
     periphery: bool = True
     range_momentum: float = 0.1  # EMA of the per-batch input-range statistic (the DAC calibration)
+    noise_times: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.noise_times is not None:
+            lo, hi = self.noise_times
+            if not (0 < lo <= hi and math.isfinite(hi)):
+                raise AcompileError(f"--noise-times must be 0 < T_MIN <= T_MAX, got {self.noise_times}")
+            if self.noise_shape != "device":
+                raise AcompileError("--noise-times needs --noise-shape device (it drifts the devices)")
         if not 0.0 <= self.noise < 1.0:
             raise AcompileError(f"--noise must be in [0, 1) (fraction of max|W|), got {self.noise}")
         if self.noise_shape not in NOISE_SHAPES:
@@ -71,28 +85,61 @@ class HWAContext:
 
 
 class HWALayer:
-    """One Conv / Gemm / MatMul node of the user's graph, trained against its crossbar mapping."""
+    """One Conv / Gemm / MatMul layer trained against its crossbar mapping.
 
-    def __init__(self, node: onnx.NodeProto, mapped: onnx.NodeProto, shape: tuple[int, int],
-                 settings: AnalogSettings, knobs: HWAKnobs, weight_scale: str, ctx: HWAContext) -> None:
-        self.name = node.name or node.output[0]
-        self.op = node.op_type
-        self.attrs = decode_attrs(node)
-        minfo = NodeInfo(name=self.name, op_type=mapped.op_type, attrs=decode_attrs(mapped), consts=[],
-                         n_inputs=len(mapped.input), n_outputs=1, opset=17)
-        self.geo = TileGeometry(minfo, mapped, torch.empty(*shape))
+    `op` and `attrs` are the ONNX op and attributes the weight comes with (a torch Linear is a Gemm with
+    transB = 1), `geo` the tile geometry the compiler gives the layer."""
+
+    def __init__(self, name: str, op: str, attrs: dict[str, Any], geo: TileGeometry, settings: AnalogSettings,
+                 knobs: HWAKnobs, weight_scale: str, ctx: HWAContext) -> None:
+        self.name, self.op, self.attrs, self.geo = name, op, attrs, geo
         self.settings, self.knobs, self.ctx = settings, knobs, ctx
         self.per_column = weight_scale == "column"
         pcm = settings.pcm
         self.device_noise = knobs.noise > 0 and knobs.noise_shape == "device" and \
             settings.device_model != "ideal" and pcm.prog_noise
         # programming only: drift and read noise act after training, in the emulator
+        timed = knobs.noise_times is not None
         self.device_model = PCMInferenceModel(PCMConfig(g_max=pcm.g_max, g_min=pcm.g_min, t0=pcm.t0,
-                                                        t_read=pcm.t_read, prog_noise=True, drift=False,
-                                                        read_noise=False))
+                                                        t_read=pcm.t_read, prog_noise=True,
+                                                        drift=timed and pcm.drift,
+                                                        read_noise=timed and pcm.read_noise))
+        self._ref: torch.Tensor | None = None  # the +-1 reference reads of global drift compensation
         self.input_range: float | None = settings.input_range  # None: calibrated (EMA) in training
         self.out_bound: float | None = settings.out_bound
         self.generator: torch.Generator | None = None
+
+    @classmethod
+    def from_mapping(cls, node: onnx.NodeProto, mapped: onnx.NodeProto, shape: tuple[int, int],
+                     settings: AnalogSettings, knobs: HWAKnobs, weight_scale: str,
+                     ctx: HWAContext) -> HWALayer:
+        """A node of the user's graph, with the geometry of its ai.acompile node in the mapped model."""
+        name = node.name or node.output[0]
+        minfo = NodeInfo(name=name, op_type=mapped.op_type, attrs=decode_attrs(mapped), consts=[],
+                         n_inputs=len(mapped.input), n_outputs=1, opset=17)
+        geo = TileGeometry.from_node(minfo, mapped, torch.empty(*shape))
+        return cls(name, node.op_type, decode_attrs(node), geo, settings, knobs, weight_scale, ctx)
+
+    @classmethod
+    def for_module(cls, name: str, module: torch.nn.Module, settings: AnalogSettings, knobs: HWAKnobs,
+                   tile: tuple[int, int], ctx: HWAContext) -> HWALayer:
+        """A torch Conv2d / Linear split onto tiles of `tile` (rows, cols), as the compiler would."""
+        from torch import nn
+
+        w = module.weight
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or isinstance(module.padding, str):
+                raise AcompileError(f"layer '{name}': grouped convs and string padding have no analog "
+                                    "periphery here")
+            k = list(module.kernel_size)
+            pads = [int(p) for p in module.padding] * 2
+            geo = TileGeometry.split(name, w.shape[1] * math.prod(k), w.shape[0], *tile, kernel=k,
+                                     strides=list(module.stride), pads=pads, dilations=list(module.dilation))
+            return cls(name, "Conv", {}, geo, settings, knobs, "layer", ctx)
+        if isinstance(module, nn.Linear):
+            geo = TileGeometry.split(name, w.shape[1], w.shape[0], *tile)
+            return cls(name, "Gemm", {"transB": 1}, geo, settings, knobs, "layer", ctx)
+        raise AcompileError(f"layer '{name}': {type(module).__name__} is not a crossbar layer")
 
     # ---- weight layout --------------------------------------------------------------------------
     def matrix(self, w: torch.Tensor) -> torch.Tensor:
@@ -146,11 +193,28 @@ class HWALayer:
                 target = device_targets(wn.detach().abs() * g_max, wn.detach() > 0, s.pcm.g_min,
                                         s.devices_per_weight)
                 state = self.device_model.program(target, self.generator)
-                delta = (pair_weights(state.g_prog, g_max) - pair_weights(target, g_max)) * \
-                    (k.noise / C.HWA_ETA_TRAIN)
+                w_dev = pair_weights(state.g_prog, g_max)
+                if k.noise_times is not None:
+                    w_dev = self._drifted(state, w_dev)
+                delta = (w_dev - pair_weights(target, g_max)) * (k.noise / C.HWA_ETA_TRAIN)
             else:
                 return wn
         return wn + delta
+
+    def _drifted(self, state: Any, w_prog: torch.Tensor) -> torch.Tensor:
+        """Normalized weights at a random time after programming, globally drift-compensated."""
+        lo, hi = self.knobs.noise_times
+        u = float(torch.rand((), generator=self.generator, device=w_prog.device))
+        t = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        model = self.device_model
+        g = model.add_read_noise(state, model.drift(state, t), t, self.generator)
+        w_t = pair_weights(g, self.settings.pcm.g_max)
+        if self._ref is None or self._ref.shape[1] != w_prog.shape[0]:
+            gen = torch.Generator().manual_seed(12345)
+            self._ref = (torch.randint(0, 2, (16, w_prog.shape[0]), generator=gen).float() * 2 - 1).to(
+                w_prog.device)
+        now = float((self._ref @ w_t).abs().mean())
+        return w_t * (float((self._ref @ w_prog).abs().mean()) / now if now > 0 else 1.0)
 
     def _observe(self, current: float | None, value: float) -> float:
         if current is None:

@@ -123,6 +123,7 @@ class Prepared:
     ctx: HWAContext
     preprocessing: Preprocessing
     input_dims: list
+    analog_weights: list[str]  # initializers holding the crossbar layers' weights (what clipping acts on)
 
 
 def model_preprocessing(model: onnx.ModelProto, mean: list[float] | None, std: list[float] | None,
@@ -183,6 +184,7 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
     knobs = knobs or HWAKnobs()
     ctx = HWAContext()
     layers: list[HWALayer] = []
+    analog_weights: list[str] = []
     scale_mode = target["mapping"]["weight_scale"]
     roles = trainable_initializers(original)
 
@@ -194,7 +196,8 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
         if initializer_source(original, node.input[1]) not in roles:
             raise AcompileError(f"node '{info.name}' ({node.op_type}): its weight {node.input[1]!r} is "
                                 "not an initializer (computed in the graph), so it cannot be fine-tuned")
-        layer = HWALayer(node, mnode, shapes[mnode.input[1]], settings, knobs, scale_mode, ctx)
+        analog_weights.append(initializer_source(original, node.input[1]))
+        layer = HWALayer.from_mapping(node, mnode, shapes[mnode.input[1]], settings, knobs, scale_mode, ctx)
         layers.append(layer)
         return layer
 
@@ -203,7 +206,8 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
         raise AcompileError("some analog layers were not found in the original graph (its graph changed "
                             "under normalization); cannot fine-tune it")
     prep, dims = model_preprocessing(original, mean, std, scale)
-    return Prepared(original, file_sha256(model_path), target, module, layers, ctx, prep, dims)
+    return Prepared(original, file_sha256(model_path), target, module, layers, ctx, prep, dims,
+                    list(dict.fromkeys(analog_weights)))
 
 
 def check_data(prep: Preprocessing, dims: list, ds: Dataset, label: str) -> None:
@@ -352,11 +356,13 @@ def make_optimizer(module: OnnxGraphModule, cfg: FinetuneConfig) -> torch.optim.
 
 
 @torch.no_grad()
-def clip_weights(module: OnnxGraphModule, k: float) -> None:
-    """Clip every layer weight to [-k std(W), k std(W)] (Joshi 2020), in place."""
+def clip_weights(prepared: Prepared, k: float) -> None:
+    """Clip every crossbar layer's weight to [-k std(W), k std(W)] (Joshi 2020), in place; layers kept
+    digital are not touched."""
     if k <= 0:
         return
-    for w in module.weight_params():
+    for name in prepared.analog_weights:
+        w = prepared.module.param(name)
         bound = float(k * w.std())
         w.clamp_(-bound, bound)
 
@@ -423,7 +429,7 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            clip_weights(m, cfg.knobs.clip)
+            clip_weights(prepared, cfg.knobs.clip)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)

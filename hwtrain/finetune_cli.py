@@ -81,6 +81,9 @@ def _check_bits(value: int | None, flag: str) -> None:
 @click.option("--noise-shape", type=click.Choice(["device", "gaussian"]), default="device", show_default=True,
               help="device: the target device model's programming noise, scaled by eta/0.038; gaussian: "
                    "N(0, eta max|W|) per weight.")
+@click.option("--noise-times", default=None, metavar="T_MIN,T_MAX",
+              help="With --noise-shape device: also drift the devices to a time drawn log-uniformly in "
+                   "[T_MIN, T_MAX] (e.g. 1s,1y) with 1/f read noise and global drift compensation.")
 @click.option("--clip", type=float, default=CLIP_DEFAULT, show_default=True,
               help="Clip weights to k std(W) after each step (0 = off; Joshi 2.0-2.5).")
 @click.option("--no-periphery", is_flag=True,
@@ -99,7 +102,8 @@ def _check_bits(value: int | None, flag: str) -> None:
 @click.option("--limit", type=int, default=None, help="Train on the first N images (smoke runs).")
 @click.option("--eval-limit", type=int, default=None, help="Score each epoch on the first N test images.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
-              help="bf16 autocast for convolutions and matmuls (auto: where the CPU has bf16 units).")
+              help="bf16 autocast for convolutions and matmuls (auto: bf16 on CPUs with AMX, where it "
+                   "pays; fp32 elsewhere).")
 @click.option("--no-channels-last", is_flag=True, help="Keep NCHW activations (channels-last is faster).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads [default: all cores].")
 @click.option("--compute", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -115,9 +119,10 @@ def _check_bits(value: int | None, flag: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, lr: float, batch_size: int,
                  weight_decay: float, momentum: float, schedule: str, noise: float, noise_shape: str,
-                 clip: float, no_periphery: bool, dac_bits: int | None, adc_bits: int | None,
-                 out_noise: float | None, out_bound: str | None, digital: tuple[str, ...],
-                 mean: str | None, std: str | None, scale: float | None, augment: bool | None, seed: int,
+                 noise_times: str | None, clip: float, no_periphery: bool, dac_bits: int | None,
+                 adc_bits: int | None, out_noise: float | None, out_bound: str | None,
+                 digital: tuple[str, ...], mean: str | None, std: str | None, scale: float | None,
+                 augment: bool | None, seed: int,
                  limit: int | None, eval_limit: int | None, precision: str, no_channels_last: bool,
                  threads: int | None, compute: str, output: Path | None, checkpoint: Path | None,
                  keep_checkpoint: bool, resume: bool, json_path: Path | None, quiet: bool) -> None:
@@ -175,7 +180,16 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
     from hwtrain.analog_hwa import HWAKnobs
     from hwtrain.finetune import FinetuneConfig
 
-    knobs = HWAKnobs(noise=noise, noise_shape=noise_shape, clip=clip, periphery=not no_periphery)
+    times = None
+    if noise_times is not None:
+        from runtime.evaluate import parse_times
+
+        parsed = parse_times(noise_times)
+        if len(parsed) != 2:
+            raise AcompileError(f"--noise-times needs two times T_MIN,T_MAX, got {noise_times!r}")
+        times = (parsed[0], parsed[1])
+    knobs = HWAKnobs(noise=noise, noise_shape=noise_shape, clip=clip, periphery=not no_periphery,
+                     noise_times=times)
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
                          weight_decay=weight_decay, schedule=schedule, augment=augment, seed=seed,
                          limit=limit, eval_limit=eval_limit, precision=precision,

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from compiler.errors import AcompileError
-from runtime.executor import _toposort, decode_attrs, to_torch
+from runtime.executor import _toposort, decode_attrs, run_step, to_torch
 from runtime.ops import OPS, NodeInfo, _load
 
 #: Ops a weight may pass through on its way from an initializer to its layer (exporters emit these).
@@ -155,10 +155,6 @@ class OnnxGraphModule(nn.Module):
             return self.param(name)
         return self.buffer(name)
 
-    def weight_params(self) -> list[nn.Parameter]:
-        """Parameters that are weights of Conv / Gemm / MatMul layers (what clipping acts on)."""
-        return [self.param(n) for n in self.names if self.roles[n] == "weight"]
-
     # ---- graph ----------------------------------------------------------------------------------
     def _build(self, node: onnx.NodeProto, consts: dict[str, torch.Tensor], analog: set[str],
                hook: AnalogHook | None) -> None:
@@ -198,21 +194,7 @@ class OnnxGraphModule(nn.Module):
         for n, x in zip(self.input_names, inputs, strict=False):
             env[n] = x
         for fn, ins, outs, name in self.steps:
-            args = [env[i] if i else None for i in ins]
-            while args and args[-1] is None:
-                args.pop()
-            try:
-                res = fn(*args)
-            except AcompileError:
-                raise
-            except Exception as exc:
-                raise AcompileError(f"node '{name}' failed in training: {exc}") from exc
-            if isinstance(res, tuple):
-                for o, r in zip(outs, res, strict=False):
-                    if o:
-                        env[o] = r
-            else:
-                env[outs[0]] = res
+            run_step(env, fn, ins, outs, name, AcompileError)
         return env[self.output_names[0]]
 
     # ---- results --------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from torch.nn.utils import parametrize
 from compiler.errors import AcompileError
 from runtime.physics import constants as C
 from runtime.physics.pcm import prog_noise_std
-from runtime.physics.periphery import quantize_ste
 
 ANALOG_TYPES = (nn.Conv2d, nn.Linear)
 NOISE_SHAPES = ("gaussian", "pcm")
@@ -37,10 +36,9 @@ class HWAConfig:
         noise curve prog_noise_std(|W| / max|W| * g_max), in weight units, scaled by eta / 0.038 (so the
         Joshi eta gives exactly the physical programming noise of the shared model).
     clip: k; after each optimizer step weights are clipped to [-k std(W), k std(W)] (0 = off).
-    dac_bits / adc_bits: straight-through quantization of layer inputs / outputs (0 = off). The input
-        range is a running max of |x| per layer; outputs are quantized in normalized units
-        (x / input_range) @ (W / max|W|) over +-out_bound, as the tiles of the runtime do; a Linear
-        layer's partial sums are quantized per block of tile_rows input rows (one tile each).
+    dac_bits / adc_bits: straight-through quantization of layer inputs / outputs (0 = off), by the
+        periphery code the emulator and `acompile finetune` share (see Periphery): each layer's partial
+        sums are quantized per block of tile_rows input rows (one tile each), convolutions included.
     out_noise: additive output noise std in normalized units (0 = off).
     Like the weight noise, the periphery acts in training mode only: eval mode is the digital fp32 model
     that export_onnx writes, so reported test accuracies are digital accuracies.
@@ -108,63 +106,38 @@ class WeightNoise(nn.Module):
 
 
 class Periphery:
-    """Forward hooks emulating the tile periphery: DAC on the input, ADC (+ output noise) on the output."""
-
-    momentum = 0.1
+    """The tile periphery in training mode (DAC, output noise, ADC per tile row block), computed by the
+    one implementation that `acompile finetune` and the emulator share (hwtrain.analog_hwa.HWALayer):
+    the input range is calibrated like the emulator's (a high percentile of |x|, here as a running
+    estimate), convolutions are split into row blocks like linear layers, and outputs are quantized in
+    normalized units (x / input_range) @ (W / max|W|) over +-out_bound. A forward hook replaces the
+    layer's output in training mode; eval mode is the digital model."""
 
     def __init__(self, cfg: HWAConfig) -> None:
         self.cfg = cfg
 
-    def attach(self, module: nn.Module) -> list:
-        module.register_buffer("hwa_input_range", torch.zeros(()), persistent=False)
-        return [module.register_forward_pre_hook(self.pre), module.register_forward_hook(self.post)]
+    def attach(self, name: str, module: nn.Module) -> list:
+        from hwtrain.analog_hwa import HWAContext, HWAKnobs, HWALayer
+        from runtime.analog_tile import AnalogSettings
 
-    def _range(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        r = module.hwa_input_range
-        if module.training:
-            batch_max = x.detach().abs().max()
-            r = batch_max if r <= 0 else (1 - self.momentum) * r + self.momentum * batch_max
-            module.hwa_input_range = r
-        return r.clamp(min=1e-8)
+        cfg = self.cfg
+        settings = AnalogSettings(device_model="ideal", dac_bits=cfg.dac_bits, input_range=None,
+                                  adc_bits=cfg.adc_bits, out_bound=cfg.out_bound, out_noise=cfg.out_noise)
+        ctx = HWAContext()  # weight noise stays with the WeightNoise parametrization
+        module._hwa_layer = HWALayer.for_module(name, module, settings, HWAKnobs(noise=0.0, clip=0.0),
+                                                (cfg.tile_rows, cfg.tile_rows), ctx)
+        return [module.register_forward_hook(self.post)]
 
-    def pre(self, module: nn.Module, args: tuple) -> tuple:
-        if not module.training:  # eval mode is the digital fp32 model, like WeightNoise
-            return args
-        x = args[0]
-        r = self._range(module, x)
-        if self.cfg.dac_bits:
-            x = quantize_ste(x / r, self.cfg.dac_bits, 1.0) * r
-        return (x, *args[1:])
-
-    def post(self, module: nn.Module, args: tuple, y: torch.Tensor) -> torch.Tensor:
-        if not module.training or (not self.cfg.adc_bits and self.cfg.out_noise <= 0):
+    @staticmethod
+    def post(module: nn.Module, args: tuple, y: torch.Tensor) -> torch.Tensor:
+        if not module.training:
             return y
-        w_max = clean_weight(module).detach().abs().max().clamp(min=1e-12)
-        scale = module.hwa_input_range.clamp(min=1e-8) * w_max
-        bias = module.bias
-        if isinstance(module, nn.Linear):
-            # Recompute per tile row block: each block's partial sum passes its own ADC, as on the chip.
-            # (Reading module.weight again draws a fresh noise sample; the first forward's y is unused.)
-            x, w = args[0], module.weight
-            rows = self.cfg.tile_rows
-            y = sum(
-                self._adc(module, x[..., i : i + rows] @ w[:, i : i + rows].T / scale) * scale
-                for i in range(0, w.shape[1], rows)
-            )
-            return y if bias is None else y + bias
-        # Conv2d: the whole layer as one row block (rows = C_in kh kw are not split here).
-        shape = (1, -1) + (1,) * (y.dim() - 2)
-        if bias is not None:
-            y = y - bias.view(shape)
-        y = self._adc(module, y / scale) * scale
-        return y if bias is None else y + bias.view(shape)
-
-    def _adc(self, module: nn.Module, y_n: torch.Tensor) -> torch.Tensor:
-        if self.cfg.out_noise > 0 and module.training:
-            y_n = y_n + self.cfg.out_noise * torch.randn_like(y_n)
-        if self.cfg.adc_bits:
-            y_n = quantize_ste(y_n, self.cfg.adc_bits, self.cfg.out_bound)
-        return y_n
+        layer = module._hwa_layer
+        layer.ctx.active = True
+        try:  # (reading module.weight draws a fresh noise sample; the first forward's y is unused)
+            return layer(args[0], module.weight, module.bias)
+        finally:
+            layer.ctx.active = False
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -175,11 +148,11 @@ def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def apply_hwa(model: nn.Module, cfg: HWAConfig) -> nn.Module:
     """Make every Conv2d/Linear of `model` hardware-aware in place (idempotent: re-applying replaces)."""
     strip_hwa(model)
-    for _, m in analog_layers(model):
+    for name, m in analog_layers(model):
         if cfg.noise > 0:
             parametrize.register_parametrization(m, "weight", WeightNoise(cfg))
         if cfg.dac_bits or cfg.adc_bits or cfg.out_noise > 0:
-            m._hwa_hooks = Periphery(cfg).attach(m)
+            m._hwa_hooks = Periphery(cfg).attach(name, m)
     model._hwa_config = cfg
     return model
 
@@ -193,7 +166,7 @@ def strip_hwa(model: nn.Module) -> nn.Module:
             h.remove()
         if hasattr(m, "_hwa_hooks"):
             del m._hwa_hooks
-            del m.hwa_input_range
+            del m._hwa_layer
     if hasattr(model, "_hwa_config"):
         del model._hwa_config
     return model

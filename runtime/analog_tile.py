@@ -125,37 +125,58 @@ def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto
 
 
 class TileGeometry:
-    """Conv / matmul attributes of a mapped node, and its row / column blocks."""
+    """Conv / matmul attributes of a crossbar layer, and its row / column blocks (one per tile)."""
 
-    def __init__(self, info: NodeInfo, node: onnx.NodeProto, w: torch.Tensor) -> None:
-        a = info.attrs
-        self.name = str(a.get("layer", info.name))
-        self.is_conv = node.op_type == "AnalogConv"
-        self.rows, self.cols = w.shape
-        if self.is_conv:
-            self.k = [int(v) for v in a["kernel_shape"]]
+    def __init__(self, name: str, rows: int, cols: int, row_blocks: list[tuple[int, int]],
+                 col_blocks: list[tuple[int, int]], *, kernel: list[int] | None = None,
+                 strides: list[int] | None = None, pads: list[int] | None = None,
+                 dilations: list[int] | None = None, alpha: float = 1.0, beta: float = 1.0) -> None:
+        self.name, self.rows, self.cols = name, int(rows), int(cols)
+        self.row_blocks, self.col_blocks = row_blocks or [(0, self.rows)], col_blocks or [(0, self.cols)]
+        self.tiles: list[dict] = []
+        self.is_conv = kernel is not None
+        self.alpha, self.beta = float(alpha), float(beta)
+        if kernel is not None:
+            self.k = [int(v) for v in kernel]
             n = len(self.k)
             self.kk = math.prod(self.k)
             if self.rows % self.kk:
-                raise AcompileError(f"node '{info.name}' (AnalogConv): W rows {self.rows} not a multiple of "
-                                    f"kernel size {self.kk}")
+                raise AcompileError(f"layer '{name}' (conv): W rows {self.rows} not a multiple of kernel "
+                                    f"size {self.kk}")
             self.c_in = self.rows // self.kk
-            self.strides = [int(v) for v in a.get("strides", [1] * n)]
-            self.dil = [int(v) for v in a.get("dilations", [1] * n)]
-            pads = [int(v) for v in a.get("pads", [0] * 2 * n)]
-            if int(a.get("group", 1)) != 1:
-                raise AcompileError(f"node '{info.name}' (AnalogConv): group must be 1 (format 1)")
+            self.strides = [int(v) for v in (strides or [1] * n)]
+            self.dil = [int(v) for v in (dilations or [1] * n)]
+            pads = [int(v) for v in (pads or [0] * 2 * n)]
             self.fpad = None if pads[:n] == pads[n:] else torch_pad(pads)
             self.pad = pads[:n] if self.fpad is None else [0] * n
             self.conv = _CONV[n]
-        else:
-            self.alpha = float(a.get("alpha", 1.0))
-            self.beta = float(a.get("beta", 1.0))
+
+    @classmethod
+    def from_node(cls, info: NodeInfo, node: onnx.NodeProto, w: torch.Tensor) -> TileGeometry:
+        """The geometry of a mapped ai.acompile node (CONTRACTS §3), its blocks from the `tiles` JSON."""
+        a = info.attrs
+        rows, cols = w.shape
         tiles = json.loads(a.get("tiles", "[]") or "[]")
-        rb = sorted({(int(t["row_start"]), int(t["row_end"])) for t in tiles}) or [(0, self.rows)]
-        cb = sorted({(int(t["col_start"]), int(t["col_end"])) for t in tiles}) or [(0, self.cols)]
-        self.row_blocks, self.col_blocks = rb, cb
-        self.tiles = tiles
+        rb = sorted({(int(t["row_start"]), int(t["row_end"])) for t in tiles})
+        cb = sorted({(int(t["col_start"]), int(t["col_end"])) for t in tiles})
+        if node.op_type == "AnalogConv":
+            if int(a.get("group", 1)) != 1:
+                raise AcompileError(f"node '{info.name}' (AnalogConv): group must be 1 (format 1)")
+            geo = cls(str(a.get("layer", info.name)), rows, cols, rb, cb, kernel=a["kernel_shape"],
+                      strides=a.get("strides"), pads=a.get("pads"), dilations=a.get("dilations"))
+        else:
+            geo = cls(str(a.get("layer", info.name)), rows, cols, rb, cb,
+                      alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)))
+        geo.tiles = tiles
+        return geo
+
+    @classmethod
+    def split(cls, name: str, rows: int, cols: int, tile_rows: int, tile_cols: int,
+              **conv: Any) -> TileGeometry:
+        """A layer split onto tiles of tile_rows x tile_cols the way the compiler splits it (DESIGN §5)."""
+        rb = [(r, min(r + tile_rows, rows)) for r in range(0, rows, tile_rows)]
+        cb = [(c, min(c + tile_cols, cols)) for c in range(0, cols, tile_cols)]
+        return cls(name, rows, cols, rb, cb, **conv)
 
     def kernel(self, wm: torch.Tensor) -> torch.Tensor:
         """[rows', cols] matrix in (c, kh, kw) row order -> conv weight [cols, rows'/kk, *k]."""
@@ -204,7 +225,7 @@ class TileGeometry:
 def ideal_analog(info: NodeInfo, node: onnx.NodeProto):
     """The exact semantics of an ai.acompile node (CONTRACTS §3), no physics."""
     w, _, b = _mapped_inputs(info, node)
-    geo = TileGeometry(info, node, w)
+    geo = TileGeometry.from_node(info, node, w)
     kern = geo.kernel(w) if geo.is_conv else w
     if geo.is_conv:
         bias = None if b is None else b.reshape(1, -1, *([1] * len(geo.k)))
@@ -229,7 +250,7 @@ class AnalogLayer:
                  device: torch.device) -> None:
         self.settings = s = settings
         w, gs, b = _mapped_inputs(info, node)
-        self.geo = geo = TileGeometry(info, node, w)
+        self.geo = geo = TileGeometry.from_node(info, node, w)
         self.name = geo.name
         self.device = device
         g_max = s.pcm.g_max

@@ -102,6 +102,26 @@ def _toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodePro
     return order
 
 
+def run_step(env: dict[str, Any], fn: Callable[..., Any], ins: list[str], outs: list[str], name: str,
+             error: type[Exception] = RuntimeError) -> None:
+    """Run one node on the tensors in `env` (trailing optional inputs dropped) and store its outputs."""
+    args = [env[i] if i else None for i in ins]
+    while args and args[-1] is None:
+        args.pop()
+    try:
+        res = fn(*args)
+    except AcompileError:
+        raise
+    except Exception as exc:
+        raise error(f"node '{name}' failed: {exc}") from exc
+    if isinstance(res, tuple):
+        for o, r in zip(outs, res, strict=False):
+            if o:
+                env[o] = r
+    else:
+        env[outs[0]] = res
+
+
 class Executor:
     """A mapped (or plain) ONNX graph as a torch callable: `executor(x) -> output tensor(s)`.
 
@@ -244,21 +264,7 @@ class Executor:
         for n, x in zip(self.input_names, inputs, strict=False):
             env[n] = x.to(torch.int64) if x.dtype in _UNSIGNED.values() else x
         for (fn, ins, outs, name), free in zip(self.steps, self.free_after, strict=False):
-            args = [env[i] if i else None for i in ins]
-            while args and args[-1] is None:
-                args.pop()
-            try:
-                res = fn(*args)
-            except AcompileError:
-                raise
-            except Exception as exc:
-                raise RuntimeError(f"node '{name}' failed: {exc}") from exc
-            if isinstance(res, tuple):
-                for o, r in zip(outs, res, strict=False):
-                    if o:
-                        env[o] = r
-            else:
-                env[outs[0]] = res
+            run_step(env, fn, ins, outs, name)
             for f in free:
                 env.pop(f, None)
         outs = [env[o] for o in self.output_names]

@@ -15,7 +15,6 @@ so running the script twice leaves the same file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -129,11 +128,9 @@ def resnet32() -> ResNet:
 # --- conversion --------------------------------------------------------------------------------------
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from hwtrain.finetune import file_sha256
+
+    return file_sha256(path)
 
 
 def load_weights(model: nn.Module, npz: Path) -> None:

@@ -51,3 +51,18 @@ def test_write_atomically_all_or_nothing(tmp_path):
     with pytest.raises(AcompileError, match="cannot write output"):
         write_atomically(files)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker.md"]  # no temp files, no model
+
+
+def test_write_atomically_gives_the_usual_permissions(tmp_path):
+    """Outputs are readable like any file the user writes (mkstemp alone would make them 0600)."""
+    import os
+    import stat
+
+    from compiler.artifact import write_atomically
+
+    old = os.umask(0o022)
+    try:
+        write_atomically({tmp_path / "m.onnx": b"model"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.onnx").stat().st_mode) == 0o644

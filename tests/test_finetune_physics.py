@@ -139,3 +139,35 @@ def test_device_noise_scales_with_eta_and_gaussian_shape(tmp_path):
     dg = _measured_noise(tmp_path, "gaussian", 0.05, levels, reps=100)
     assert float(dg.std()) == pytest.approx(0.05, rel=0.02)  # eta of max|W| = 1
     assert abs(float(dg.mean())) < 0.002
+
+
+def test_noise_times_adds_the_drift_that_compensation_cannot_undo(tmp_path):
+    """--noise-times T,T: the weights a forward sees are the programmed devices drifted to T with the
+    device model's exponents, globally compensated. Small conductances drift faster (mu_nu grows as
+    -0.0155 ln x), so after compensation a weight at x = 0.1 keeps less of its value than one at x = 1,
+    by exp(-(mu(0.1) - mu(1)) L + (s(0.1)^2 - s(1)^2) L^2 / 2), L = ln((T + t0) / t0) (DESIGN §6)."""
+    year = 365 * 86400.0
+    levels = np.array([0.1] * 15 + [1.0] * 15)
+    src = tmp_path / "g.onnx"
+    _gemm_model(src)
+    knobs = HWAKnobs(noise=0.038, clip=0.0, noise_times=(year, year))
+    layer = prepare(src, load_target("pcm"), knobs=knobs).layers[0]
+    layer.generator = torch.Generator().manual_seed(5)
+    wm = torch.tensor(np.tile(levels, (600, 1)), dtype=torch.float32)
+    w_max = layer.weight_scale(wm)
+    seen = torch.stack([layer.noisy_normalized(wm, w_max) for _ in range(60)])
+    small, large = float(seen[..., :15].mean()) / 0.1, float(seen[..., 15:].mean()) / 1.0
+
+    def mu(x):
+        return min(max(-0.0155 * math.log(x) + 0.0244, 0.049), 0.1)
+
+    def sd(x):
+        return min(max(-0.0125 * math.log(x) - 0.0059, 0.008), 0.045)
+
+    L = math.log((year + 20.0) / 20.0)
+    want = math.exp(-(mu(0.1) - mu(1.0)) * L + (sd(0.1) ** 2 - sd(1.0) ** 2) * L * L / 2)
+    assert small / large == pytest.approx(want, rel=0.03)
+    assert want < 0.9  # the effect is large at one year
+    # and the spread is wider than programming noise alone
+    plain = _measured_noise(tmp_path, "device", 0.038, np.full(30, 1.0), reps=60)
+    assert float(seen[..., 15:].std()) > 1.5 * float(plain.std())

@@ -397,7 +397,34 @@ def _weights(dtype: int, np_dtype) -> onnx.ModelProto:
 
 
 # name -> (model builder, tolerance, analog layers expected)
+def _computed_bias() -> onnx.ModelProto:
+    """A Gemm and a Conv whose bias is computed at run time, not a constant: they stay digital (an analog
+    node takes its bias from an initializer; it used to be dropped silently). The MatMul stays analog."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(W, "W"),
+             numpy_helper.from_array(rng.standard_normal((3, 5)).astype(np.float32), "wg"),
+             numpy_helper.from_array(rng.standard_normal((2, 1, 1, 1)).astype(np.float32), "wc"),
+             numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([-1, 1, 3, 1], np.int64), "shp")]
+    g = helper.make_graph([
+        helper.make_node("MatMul", ["X", "W"], ["Y"], name="mm"),
+        helper.make_node("ReduceSum", ["Y"], ["s"], keepdims=1),  # [1, 1]
+        helper.make_node("Gemm", ["Y", "wg", "s"], ["g"], name="fc"),
+        helper.make_node("ReduceMean", ["Y"], ["cb"], keepdims=0, axes=[0, 1]),  # 0-d
+        helper.make_node("Expand", ["cb", "two"], ["cb2"]),
+        helper.make_node("Reshape", ["Y", "shp"], ["y4"]),
+        helper.make_node("Conv", ["y4", "wc", "cb2"], ["c"], name="conv"),
+    ], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["B", 4])],
+        [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["B", 5]),
+         helper.make_tensor_value_info("c", TensorProto.FLOAT, ["B", 2, 3, 1])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 GRAPHS: dict[str, tuple[Callable[[], onnx.ModelProto], float, int]] = {
+    "computed_bias_stays_digital": (_computed_bias, 1e-5, 1),
     "gather_0d_index": (_gather_0d_index, 1e-5, 1),
     "value_attributes": (_value_attributes, 1e-5, 1),
     "int32_index": (_int32_index, 1e-5, 1),

@@ -97,7 +97,7 @@ def test_dac_adc_quantize_straight_through():
     y = layer(x)
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0  # straight-through: gradient flows
-    scale = layer.hwa_input_range * layer.weight.abs().max()
+    scale = layer._hwa_layer.input_range * layer.weight.abs().max()
     levels = (y.detach() / scale) * 7 / 2.0  # 4 bits: 7 positive levels over +-out_bound
     assert torch.allclose(levels, levels.round(), atol=1e-4)
 
@@ -127,9 +127,34 @@ def test_linear_adc_quantizes_each_tile_row_block():
     apply_hwa(layer, cfg)
     x = torch.randn(4, 600)
     layer.train()  # noise 0: training mode is deterministic, and the periphery acts in it only
-    layer(x)  # calibrates the input range (a second pass on the same batch keeps it)
     y = layer(x).detach()
-    scale = layer.hwa_input_range * layer.weight.abs().max()
+    scale = layer.weight.abs().max()  # no DAC: inputs are not normalized (the emulator's r = 1)
     w = layer.weight.detach()
     blocks = [quantize(x[:, i : i + 256] @ w[:, i : i + 256].T / scale, 6, 3.0) for i in (0, 256, 512)]
     assert torch.allclose(y, sum(blocks) * scale + layer.bias.detach(), atol=1e-5)
+
+
+def test_conv_periphery_splits_row_blocks_like_the_tiles():
+    """A conv with 64 input channels and 3x3 kernels has 576 rows: three 256-row tiles, each with its own
+    ADC (the emulator's split; hwtrain used to quantize a conv as one block)."""
+    from runtime.physics.periphery import quantize
+
+    torch.manual_seed(0)
+    layer = nn.Conv2d(64, 8, 3, padding=1, bias=False)
+    apply_hwa(layer, HWAConfig(noise=0.0, clip=0.0, adc_bits=5, out_bound=1.0, tile_rows=256))
+    assert layer._hwa_layer.geo.row_blocks == [(0, 256), (256, 512), (512, 576)]
+    x = torch.randn(2, 64, 5, 5)
+    layer.train()
+    y = layer(x).detach()
+    w = layer.weight.detach()
+    w_max = w.abs().max()
+    wm = w.reshape(8, -1).t()  # rows in (c, kh, kw) order
+    blocks = []
+    for rs, re in layer._hwa_layer.geo.row_blocks:
+        mask = torch.zeros(576, 1)
+        mask[rs:re] = 1
+        wb = (wm * mask).t().reshape(8, 64, 3, 3) / w_max
+        blocks.append(quantize(nn.functional.conv2d(x, wb, padding=1), 5, 1.0))
+    assert torch.allclose(y, sum(blocks) * w_max, atol=1e-5)
+    one_block = quantize(nn.functional.conv2d(x, w / w_max, padding=1), 5, 1.0) * w_max
+    assert not torch.allclose(y, one_block, atol=1e-3)

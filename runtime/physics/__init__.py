@@ -1,6 +1,6 @@
 """Device physics shared by runtime and hwtrain: constants, PCM inference model, periphery."""
 
 from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
-from runtime.physics.periphery import quantize, quantize_ste
+from runtime.physics.periphery import quantize
 
-__all__ = ["PCMConfig", "PCMInferenceModel", "ProgrammedPCM", "quantize", "quantize_ste"]
+__all__ = ["PCMConfig", "PCMInferenceModel", "ProgrammedPCM", "quantize"]

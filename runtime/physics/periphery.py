@@ -24,11 +24,6 @@ def quantize(x: torch.Tensor, bits: int, bound: float | torch.Tensor) -> torch.T
     return torch.round(x / step) * step
 
 
-def quantize_ste(x: torch.Tensor, bits: int, bound: float | torch.Tensor) -> torch.Tensor:
-    """quantize() forward, identity gradient inside the bound (straight-through estimator) for training."""
-    return x + (quantize(x, bits, bound) - x).detach()
-
-
 # --- the tile periphery as the emulator runs it (CONTRACTS §4), shared with hardware-aware training ------
 # Units: a DAC code is round(x / r * L_in) in [-L_in, L_in]; an ADC code is round(y_n * L_out / bound) in
 # [-L_out, L_out], where y_n = (x / r) @ w_n is the row block's output in normalized units.

@@ -1,0 +1,141 @@
+"""The Joshi et al. 2020 retention study on the bundled ResNet-32s: plain (Idelbayev) vs HWA-fine-tuned.
+
+    python bench/retention_resnet32.py --threads 2 [--only plain|hwa] [--parts headline,trend,jpeg,test1k]
+
+Both models are compiled for target `pcm` and emulated over simulated time with every compensation
+(none, global, column, bn with 2,600 calibration images as Joshi used, global+bn). The budget is spent
+where the table needs it (each JSON says which images and chips it used):
+
+* headline: exact test images `cifar10-exact` (test-partial, 4,599 images, class-balanced accuracy),
+  t = 1 d and 1 y, 10 chips;
+* trend: the same images at t = 1 s, 1 h, 30 d, 3 chips;
+* test1k: exact `test-1k` (1,000 class-balanced images), t = 1 d and 1 y, 10 chips;
+* jpeg: the full JPEG-75 test set (10,000 images), t = 1 d and 1 y, 2 chips.
+
+Writes bench/retention-resnet32/{model}-{part}.json, the merged tables (RESULTS-finetune.md takes them)
+and a plot comparing the two models per compensation (retention-resnet32.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runtime.data import REPO_ROOT  # noqa: E402
+
+MODELS = {"plain": REPO_ROOT / "models" / "resnet32-cifar10-plain.onnx",
+          "hwa": REPO_ROOT / "models" / "resnet32-cifar10-hwa.onnx"}
+METHODS = ["none", "global", "column", "bn", "global+bn"]
+PARTS = {  # name: data, balanced, times (s), chips
+    "headline": ("cifar10-exact", True, [86400.0, 365 * 86400.0], 10),
+    "trend": ("cifar10-exact", True, [1.0, 3600.0, 30 * 86400.0], 3),
+    "test1k": ("cifar10-exact:test-1k", True, [86400.0, 365 * 86400.0], 10),
+    "jpeg": ("cifar10", False, [86400.0, 365 * 86400.0], 2),
+}
+OUT = REPO_ROOT / "bench" / "retention-resnet32"
+
+
+def run(name: str, part: str, threads: int) -> dict:
+    from compiler.pipeline import map_model
+    from compiler.targets import load_target
+    from runtime.evaluate import EvalConfig, evaluate
+
+    data, balanced, times, chips = PARTS[part]
+    mapped, _ = map_model(MODELS[name], load_target("pcm"))
+    cfg = EvalConfig(data=data, times=times, chips=chips, compensation=METHODS, seed=0, calib=2600,
+                     threads=threads, balanced=balanced)
+    res = evaluate(mapped, cfg, progress=True)
+    res["model"] = f"models/{MODELS[name].name}"
+    res["part"] = part
+    return res
+
+
+def merged(name: str) -> dict[str, dict]:
+    """time label -> compensation -> row, over the exact test-partial parts (headline + trend)."""
+    rows: dict[str, dict] = {}
+    for part in ("trend", "headline"):
+        p = OUT / f"{name}-{part}.json"
+        if p.exists():
+            for r in json.loads(p.read_text())["results"]:
+                rows.setdefault(r["time"], {})[r["compensation"]] = r
+    order = ["1s", "1h", "1d", "30d", "1y"]
+    return {t: rows[t] for t in order if t in rows}
+
+
+def plot(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METHODS), figsize=(16, 3.6), sharey=True)
+    secs = {"1s": 1, "1h": 3600, "1d": 86400, "30d": 30 * 86400, "1y": 365 * 86400}
+    for name, style in (("plain", "--"), ("hwa", "-")):
+        rows = merged(name)
+        head = OUT / f"{name}-headline.json"
+        if not rows or not head.exists():
+            continue
+        base = 100 * json.loads(head.read_text())["baseline"]["accuracy"]
+        for ax, m in zip(axes, METHODS, strict=True):
+            ts = [t for t in rows if m in rows[t]]
+            mu = [100 * rows[t][m]["mean"] for t in ts]
+            sd = [100 * rows[t][m]["std"] for t in ts]
+            line = ax.errorbar([secs[t] for t in ts], mu, yerr=sd, ls=style, marker="o", capsize=2,
+                               label=f"{name} (digital {base:.2f} %)")
+            ax.axhline(base, ls=":", color=line[0].get_color(), lw=0.8)
+            ax.set_title(m)
+            ax.set_xscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_xlabel("time after programming (s)")
+    axes[0].set_ylabel("class-balanced accuracy (%), exact test images")
+    axes[0].set_ylim(bottom=max(0, axes[0].get_ylim()[0]))
+    axes[-1].legend(loc="lower left", fontsize=8)
+    fig.suptitle("ResNet-32 on PCM (target pcm): plain pretrained vs acompile finetune (HWA)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(name: str) -> str:
+    rows = merged(name)
+    if not rows:
+        return ""
+    head = json.loads((OUT / f"{name}-headline.json").read_text())
+    lines = [f"digital (onnxruntime, class-balanced, exact test-partial): "
+             f"{100 * head['baseline']['accuracy']:.2f} %", "",
+             "| time | chips | " + " | ".join(METHODS) + " |", "| --- | --- |" + " --- |" * len(METHODS)]
+    for t, per in rows.items():
+        n = next(iter(per.values()))["n"]
+        cells = [f"{100 * per[m]['mean']:.2f} ± {100 * per[m]['std']:.2f}" if m in per else ""
+                 for m in METHODS]
+        lines.append(f"| {t} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=sorted(MODELS), default=None)
+    ap.add_argument("--parts", default="headline,trend,test1k,jpeg")
+    ap.add_argument("--report", action="store_true", help="Only merge existing JSONs: tables and plot.")
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not a.report:
+        for name in [a.only] if a.only else list(MODELS):
+            for part in [p.strip() for p in a.parts.split(",") if p.strip()]:
+                res = run(name, part, a.threads)
+                (OUT / f"{name}-{part}.json").write_text(json.dumps(res, indent=1) + "\n")
+                print(f"{name} {part}: done in {res['seconds']:.0f} s", flush=True)
+    for name in MODELS:
+        text = markdown(name)
+        if text:
+            print(f"\n### {name}\n\n{text}")
+    plot(REPO_ROOT / "bench" / "retention-resnet32.png")
+
+
+if __name__ == "__main__":
+    main()
