@@ -269,14 +269,15 @@ def batch_stream(ds: Dataset, prep: Preprocessing, batch_size: int, rng: np.rand
 def digital_accuracy(prepared: Prepared, ds: Dataset, batch_size: int = 500) -> dict[str, float]:
     """Clean (noise-free, fp32) accuracy and loss: the network the output file holds."""
     m, ctx = prepared.module, prepared.ctx
+    device = next(m.parameters()).device
     was, active = m.training, ctx.active
     m.eval()
     ctx.active = False
     correct, loss = 0, 0.0
     try:
         for start in range(0, len(ds), batch_size):
-            x = torch.from_numpy(prepared.preprocessing.apply(ds.x[start:start + batch_size]))
-            y = torch.from_numpy(np.asarray(ds.y[start:start + batch_size], np.int64))
+            x = torch.from_numpy(prepared.preprocessing.apply(ds.x[start:start + batch_size])).to(device)
+            y = torch.from_numpy(np.asarray(ds.y[start:start + batch_size], np.int64)).to(device)
             out = m(x).reshape(len(y), -1).float()
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
@@ -378,6 +379,7 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
         train_ds = train_ds.subset(cfg.limit)
     eval_ds = test_ds.subset(cfg.eval_limit) if test_ds is not None else None
     m, ctx = prepared.module.to(device), prepared.ctx
+    m.move_constants(device)
     ctx.channels_last = cfg.channels_last
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
@@ -487,10 +489,10 @@ def verify_written(path: Path, prepared: Prepared, ds: Dataset, n: int = 16) -> 
     x = prepared.preprocessing.apply(ds.x[:n])
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    prepared.module.eval()
+    m = prepared.module.eval()
     prepared.ctx.active = False
     with torch.no_grad():
-        ref = prepared.module(torch.from_numpy(x)).numpy()
+        ref = m(torch.from_numpy(x).to(next(m.parameters()).device)).cpu().numpy()
     err = float(np.abs(got - ref).max())
     if not err <= 1e-3 * max(1.0, float(np.abs(ref).max())):
         raise AcompileError(f"{str(path)!r}: written model differs from the trained graph by {err:.2e}")

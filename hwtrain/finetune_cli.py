@@ -184,7 +184,10 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
     if noise_times is not None:
         from runtime.evaluate import parse_times
 
-        parsed = parse_times(noise_times)
+        try:
+            parsed = parse_times(noise_times)
+        except AcompileError as exc:
+            raise AcompileError(str(exc).replace("--times", "--noise-times", 1)) from None
         if len(parsed) != 2:
             raise AcompileError(f"--noise-times needs two times T_MIN,T_MAX, got {noise_times!r}")
         times = (parsed[0], parsed[1])

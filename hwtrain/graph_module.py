@@ -143,6 +143,10 @@ class OnnxGraphModule(nn.Module):
             self._build(node, consts, analog, analog_hook)
         self.consts = consts
 
+    def move_constants(self, device: torch.device) -> None:
+        """Move the folded constants too (`.to(device)` moves parameters and buffers only)."""
+        self.consts = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.consts.items()}
+
     # ---- parameters by initializer name ---------------------------------------------------------
     def param(self, name: str) -> nn.Parameter:
         return self.params[self._param_index[name]]

@@ -284,6 +284,10 @@ def _bad_cases(tmp_path: Path, tiny_cifar: Path) -> dict[str, tuple[list, str]]:
         "unknown target": ([good, *data, "--target", "nope"], "unknown target"),
         "resume without checkpoint": ([good, *data, "--resume"], "no checkpoint"),
         "not an onnx output": ([good, *data, "-o", tmp_path / "x.txt"], ".onnx"),
+        "bad noise times": ([good, *data, "--noise-times", "1s,abc"], "--noise-times"),
+        "one noise time": ([good, *data, "--noise-times", "1d"], "two times"),
+        "noise times need device noise": ([good, *data, "--noise-times", "1s,1y", "--noise-shape",
+                                           "gaussian"], "--noise-shape device"),
     }
 
 
