@@ -10,7 +10,7 @@ where the table needs it (each JSON says which images and chips it used):
   t = 1 d and 1 y, 10 chips;
 * trend: the same images at t = 1 s, 1 h, 30 d, 3 chips;
 * test1k: exact `test-1k` (1,000 class-balanced images), t = 1 d and 1 y, 10 chips;
-* jpeg: the full JPEG-75 test set (10,000 images), t = 1 d and 1 y, 2 chips.
+* jpeg: the full JPEG-75 test set (10,000 images), t = 1 d and 1 y, 1 chip.
 
 Writes bench/retention-resnet32/{model}-{part}.json, the merged tables (RESULTS-finetune.md takes them)
 and a plot comparing the two models per compensation (retention-resnet32.png).
@@ -34,7 +34,7 @@ PARTS = {  # name: data, balanced, times (s), chips
     "headline": ("cifar10-exact", True, [86400.0, 365 * 86400.0], 10),
     "trend": ("cifar10-exact", True, [1.0, 3600.0, 30 * 86400.0], 3),
     "test1k": ("cifar10-exact:test-1k", True, [86400.0, 365 * 86400.0], 10),
-    "jpeg": ("cifar10", False, [86400.0, 365 * 86400.0], 2),
+    "jpeg": ("cifar10", False, [86400.0, 365 * 86400.0], 1),
 }
 OUT = REPO_ROOT / "bench" / "retention-resnet32"
 

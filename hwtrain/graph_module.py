@@ -139,6 +139,12 @@ class OnnxGraphModule(nn.Module):
         self.steps: list[tuple[Callable[..., Any], list[str], list[str], str]] = []
         self.analog_names: list[str] = []
         analog = analog or set()
+        self._stat_users: dict[str, int] = {}
+        for node in g.node:
+            if node.op_type == "BatchNormalization":
+                for i in node.input[3:5]:
+                    src = initializer_source(model, i)
+                    self._stat_users[src] = self._stat_users.get(src, 0) + 1
         for node in _toposort(list(g.node), set(consts) | live | set(self.input_names)):
             self._build(node, consts, analog, analog_hook)
         self.consts = consts
@@ -170,13 +176,19 @@ class OnnxGraphModule(nn.Module):
             fn = hook(node, info)
             self.analog_names.append(name)
         elif node.op_type == "BatchNormalization":
-            if len(node.input) != 5 or any(i not in self._buffer_index for i in node.input[3:5]):
+            stats = [initializer_source(self.model, i) for i in node.input[3:5]]
+            if len(node.input) != 5 or any(s not in self._buffer_index for s in stats):
                 raise AcompileError(f"node '{name}' (BatchNormalization): running mean and variance must be "
                                     "initializers to be fine-tuned")
+            if any(self._stat_users[s] > 1 for s in stats):
+                raise AcompileError(f"node '{name}' (BatchNormalization): its running statistics are one "
+                                    "tensor shared with other BN nodes (an exporter de-duplicates equal "
+                                    "tensors, e.g. of an untrained model), so they cannot be fine-tuned "
+                                    "apart; export the trained model")
             if len([o for o in node.output if o]) > 1:
                 raise AcompileError(f"node '{name}' (BatchNormalization): training-mode outputs are not "
                                     "supported; export the model in eval mode with BN kept")
-            fn = TrainBatchNorm(info, self, node.input[3], node.input[4])
+            fn = TrainBatchNorm(info, self, stats[0], stats[1])
         else:
             fn = OPS[node.op_type](info)
             if node.op_type != "Dropout" and all((not i) or i in consts for i in node.input):

@@ -266,12 +266,15 @@ def _bad_cases(tmp_path: Path, tiny_cifar: Path) -> dict[str, tuple[list, str]]:
     topk_m = onnx.load(str(topk))
     topk_m.graph.initializer.append(k)
     onnx.save(topk_m, str(topk))
+    torch.manual_seed(0)
+    untrained = export(TinyResNet(), torch.randn(2, 3, 32, 32), tmp_path / "untrained.onnx", dynamo=False)
     good = _fc(tmp_path / "fc.onnx")
     nometa = _fc(tmp_path / "nometa.onnx", meta=False)
     data = ["--data", str(MNIST_1K)]
     return {
         "no analog layer": ([relu_only, *data], "no layer maps"),
         "untrainable op": ([topk, *data], "'best' (TopK)"),
+        "shared BN statistics": ([untrained, "--data", str(tiny_cifar), *MEAN_STD], "shared with other BN"),
         "wrong data shape": ([good, "--data", str(tiny_cifar)], "expects"),
         "missing preprocessing": ([nometa, *data], "--mean and --std"),
         "output is the input": ([good, *data, "-o", good], "overwrite the input"),
