@@ -233,8 +233,17 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
                    err=True)
 
     # ---- train, write ----------------------------------------------------------------------------
-    metrics = train(prepared, cfg, train_ds, test_ds, checkpoint=ckpt, resume=ckpt if resume else None,
-                    compute=compute, progress=not quiet)
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM like SIGINT: temp files are removed, the last checkpoint stays
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        metrics = train(prepared, cfg, train_ds, test_ds, checkpoint=ckpt, resume=ckpt if resume else None,
+                        compute=compute, progress=not quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     command = " ".join(shlex.quote(a) for a in ["acompile", "finetune", *sys.argv[2:]]) \
         if len(sys.argv) > 1 and sys.argv[1] == "finetune" else None
     recipe: dict[str, Any] = {
