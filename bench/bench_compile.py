@@ -2,7 +2,7 @@
 
     python bench/bench_compile.py [--repeat 3] [--target pcm] [--pack] [--dynamo]
 
-Exports tests/archs.resnet50 (25.5M conv/fc weights, 224x224) once with torch (not timed), then runs
+Exports models/archs.resnet50 (25.5M conv/fc weights, 224x224) once with torch (not timed), then runs
 `python -m compiler.cli MODEL -q` as a subprocess per repeat: wall time and peak RSS of that process
 (resource.getrusage(RUSAGE_CHILDREN).ru_maxrss). Also times the in-process stages once (map_model,
 serialization + reports) without interpreter start-up.
@@ -21,9 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -33,21 +30,20 @@ def main() -> None:
     ap.add_argument("--dynamo", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        from tests.archs import export, resnet50
+        from models.archs import export, resnet50
 
         model, x = resnet50()
         n_weights = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight") and p.ndim > 1)
         src = export(model, x, Path(tmp) / "resnet50.onnx", dynamo=args.dynamo)
         del model
         size_mb = src.stat().st_size / 1e6
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         cmd = [sys.executable, "-m", "compiler.cli", str(src), "--target", args.target, "-q"]
         if args.pack:
             cmd.append("--pack")
         walls = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             walls.append(time.perf_counter() - t0)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
 
@@ -58,7 +54,7 @@ def main() -> None:
         res = compile_model(src, load_target(args.target), Path(tmp) / "inproc.onnx", pack=args.pack)
         inproc = time.perf_counter() - t0
         t = res.report["totals"]
-    print(f"model: ResNet-50 (tests/archs.resnet50), {n_weights:,} conv/fc weights, {size_mb:.1f} MB ONNX, "
+    print(f"model: ResNet-50 (models/archs.resnet50), {n_weights:,} conv/fc weights, {size_mb:.1f} MB ONNX, "
           f"{'dynamo' if args.dynamo else 'legacy'} export")
     print(f"target: {args.target}{' --pack' if args.pack else ''}; tiles {t['tiles']}, chips {t['chips']}, "
           f"utilization {100 * t['utilization']:.1f} %")

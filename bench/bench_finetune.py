@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -24,20 +23,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from compiler.targets import load_target  # noqa: E402
-from hwtrain.analog_hwa import HWAKnobs  # noqa: E402
-from hwtrain.finetune import (  # noqa: E402
-    FinetuneConfig,  # noqa: E402
+from compiler.targets import load_target
+from hwtrain.analog_hwa import HWAKnobs
+from hwtrain.finetune import (
+    FinetuneConfig,
     batch_stream,
     clip_weights,
     make_optimizer,
     prepare,
 )
-from runtime.data import REPO_ROOT, load_dataset  # noqa: E402
+from models import model_path
+from runtime.data import load_dataset
 
-MODEL = REPO_ROOT / "models" / "resnet32-cifar10-plain.onnx"
+MODEL = model_path("resnet32-cifar10-plain.onnx")
 EPOCH_IMAGES = 50_000
 VARIANTS = [  # name, HWA on, channels-last, precision
     ("digital floor (no HWA), fp32, channels-last", False, True, "fp32"),

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from hwtrain.inmemory.cli import run_sweep
+from hwtrain.inmemory.run import train_inmemory
 
-from hwtrain.inmemory.cli import run_sweep  # noqa: E402
-from hwtrain.inmemory.run import train_inmemory  # noqa: E402
-
-BENCH = ROOT / "bench"
+BENCH = Path(__file__).resolve().parent
 
 
 def _train(algorithm: str, device: str, epochs: int, params: dict, lr: float, batch: int, seed: int) -> dict:

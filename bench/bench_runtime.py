@@ -2,7 +2,7 @@
 
     python bench/bench_runtime.py --threads 2 [--images 10000] [--reps 5] [--kernels torch] [--memory]
 
-Same model (tests/archs.py resnet32, compiled with `--target pcm`), same CIFAR-10 test images
+Same model (models/archs.py resnet32, compiled with `--target pcm`), same CIFAR-10 test images
 (runtime.data cifar10), same batch size and thread count for torch and onnxruntime. Emulator = all noise
 on (programming, drift, 1/f read noise, output noise), 8-bit DAC / ADC, global drift compensation,
 t = 1 day. The engines take whole passes over the images in turn; reports the best pass of each and the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,22 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from compiler.pipeline import map_model  # noqa: E402
-from compiler.targets import load_target  # noqa: E402
-from runtime.analog_tile import AnalogSettings  # noqa: E402
-from runtime.baseline import OrtBaseline  # noqa: E402
-from runtime.data import default_preprocessing, load_dataset  # noqa: E402
-from runtime.evaluate import Emulator, make_generator  # noqa: E402
-from tests.archs import ARCHS, export  # noqa: E402
+from compiler.pipeline import map_model
+from compiler.targets import load_target
+from models.archs import ARCHS, export
+from runtime.analog_tile import AnalogSettings
+from runtime.baseline import OrtBaseline
+from runtime.data import default_preprocessing, load_dataset
+from runtime.evaluate import Emulator, make_generator
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_speed(threads: int, n_images: int, batch: int, device: str, kernels: str, reps: int) -> None:
+def bench_speed(threads: int, n_images: int, batch: int, compute: str, kernels: str, reps: int) -> None:
     torch.set_num_threads(threads)
     model, x0 = ARCHS["resnet32"]()
     with tempfile.TemporaryDirectory() as d:
@@ -45,13 +42,13 @@ def bench_speed(threads: int, n_images: int, batch: int, device: str, kernels: s
         mapped, report = map_model(p, load_target("pcm"))
     data = load_dataset("cifar10", "test").subset(n_images)
     x = default_preprocessing("cifar10").apply(data.x)
-    print(f"model: resnet32 (tests/archs.py), {report['totals']['analog_layers']} analog layers, "
+    print(f"model: resnet32 (models/archs.py), {report['totals']['analog_layers']} analog layers, "
           f"{report['totals']['tiles']} tiles; {len(x)} CIFAR-10 test images; threads={threads}; "
           f"batch={batch}; {reps} alternating passes")
 
     ort = OrtBaseline(mapped, threads)
     settings = AnalogSettings.from_target(load_target("pcm"), kernels=kernels)
-    emu = Emulator(mapped, settings, device)
+    emu = Emulator(mapped, settings, compute)
     t0 = time.perf_counter()
     emu.program(0, 0, x[:256], batch)
     emu.set_time(86400.0, 0, 0, 0)
@@ -62,7 +59,7 @@ def bench_speed(threads: int, n_images: int, batch: int, device: str, kernels: s
 
     def run_emu(xb: np.ndarray) -> None:
         out = emu.executor(torch.from_numpy(xb).to(emu.device))
-        if device == "cuda":
+        if compute == "cuda":
             torch.cuda.synchronize()
         del out
 
@@ -120,7 +117,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="alternating passes over the images per engine")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compute", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--chips", type=int, default=10)
     ap.add_argument("--kernels", default="auto", choices=["auto", "native", "torch"],
@@ -129,7 +126,7 @@ def main() -> None:
     if a.memory:
         bench_memory(a.chips)
     else:
-        bench_speed(a.threads, a.images, a.batch, a.device, a.kernels, a.reps)
+        bench_speed(a.threads, a.images, a.batch, a.compute, a.kernels, a.reps)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 
 Not the emulator (`acompile eval` is): no tiles, no DAC/ADC, no output noise. Each analog layer's weights
 go onto differential PCM pairs (G = |W| g_max / max|W| on the device of W's sign, the other device at 0
-and never programmed), get programming noise, drift and one 1/f read sample from runtime.physics.pcm,
-and are read back as W' = (G+ - G-) max|W| / g_max; "gdc" rescales each layer by
+and never programmed), get programming noise, drift and one 1/f read sample from the `pcm` device of
+runtime.physics.devices, and are read back as W' = (G+ - G-) max|W| / g_max; "gdc" rescales each layer by
 sum|W_n(0)| / sum|W_n(t)| (what a global drift compensation read with a known input estimates).
 """
 
@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hwtrain.export import RECIPE_KEY, read_metadata  # noqa: E402
-from hwtrain.noise import analog_layers  # noqa: E402
-from hwtrain.train import evaluate, load_weights  # noqa: E402
-from models import zoo  # noqa: E402
-from runtime.data import PREPROCESSING_KEY, Preprocessing, load_dataset  # noqa: E402
-from runtime.physics.pcm import PCMConfig, PCMInferenceModel  # noqa: E402
+from hwtrain.export import RECIPE_KEY, read_metadata
+from hwtrain.noise import analog_layers
+from hwtrain.train import evaluate, load_weights
+from models import zoo
+from runtime.data import PREPROCESSING_KEY, Preprocessing, load_dataset
+from runtime.physics.devices import make_device
 
 TIMES = {"25s": 25.0, "1h": 3600.0, "1d": 86400.0, "1y": 3.15e7}
 ETAS = (0.0, 0.038, 0.076, 0.114)
@@ -46,8 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     test = load_dataset("mnist", "test")
-    pcm = PCMInferenceModel(PCMConfig())
-    g_max = pcm.config.g_max
+    pcm = make_device("pcm")
+    g_max = pcm.g_max
     print("| model | noise/time | compensation | accuracy % (mean ± std over chips) |")
     print("| --- | --- | --- | --- |")
     for path in args.models:

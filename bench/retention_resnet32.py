@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from models import model_path
 
-from runtime.data import REPO_ROOT  # noqa: E402
-
-MODELS = {"plain": REPO_ROOT / "models" / "resnet32-cifar10-plain.onnx",
-          "hwa": REPO_ROOT / "models" / "resnet32-cifar10-hwa.onnx"}
+MODELS = {"plain": model_path("resnet32-cifar10-plain.onnx"), "hwa": model_path("resnet32-cifar10-hwa.onnx")}
 METHODS = ["none", "global", "column", "bn", "global+bn"]
 PARTS = {  # name: data, balanced, times (s), chips
     "headline": ("cifar10-exact", True, [86400.0, 365 * 86400.0], 10),
@@ -36,7 +32,8 @@ PARTS = {  # name: data, balanced, times (s), chips
     "test1k": ("cifar10-exact:test-1k", True, [86400.0, 365 * 86400.0], 10),
     "jpeg": ("cifar10", False, [86400.0, 365 * 86400.0], 1),
 }
-OUT = REPO_ROOT / "bench" / "retention-resnet32"
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "retention-resnet32"
 
 
 def run(name: str, part: str, threads: int) -> dict:
@@ -134,7 +131,7 @@ def main() -> None:
         text = markdown(name)
         if text:
             print(f"\n### {name}\n\n{text}")
-    plot(REPO_ROOT / "bench" / "retention-resnet32.png")
+    plot(BENCH / "retention-resnet32.png")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """The mapped artifact (CONTRACTS §3, format 1): build it from a normalized model, write it atomically.
 
-Every analog node is replaced in place (same inputs/outputs, same position) by an ``ai.acompile``
-AnalogConv / AnalogMatMul node whose W initializer holds the original weights exactly and whose
-G_SCALE holds the conductance scale. Outputs are written to temporary files in the destination folder
-and moved into place with os.replace only when all of them exist, so a failed compile leaves nothing.
+Every analog node is replaced in place (same inputs/outputs, same position) by an analog node of the
+contract's domain (runtime.contract: AnalogConv / AnalogMatMul, written by its writer) whose W
+initializer holds the original weights exactly and whose G_SCALE holds the conductance scale. Outputs
+are written to temporary files in the destination folder and moved into place with os.replace only
+when all of them exist, so a failed compile leaves nothing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,16 +18,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from compiler.errors import AcompileError
 from compiler.graph import drop_unused_initializers
-from compiler.lowering import DOMAIN
 from compiler.partition import Layer
+from runtime import contract
+from runtime.errors import AcompileError
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = contract.FORMAT_VERSION
 
 
 def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict[str, np.ndarray],
-                       tiles: dict[str, list[dict[str, Any]]], target: dict,
+                       tiles: dict[str, list[contract.TileBlock]], target: dict,
                        report: dict[str, Any], original_metadata: dict[str, str]) -> onnx.ModelProto:
     """Return a new ModelProto; ``model`` (normalized) is consumed (its graph is rebuilt in place)."""
     g = model.graph
@@ -53,15 +53,10 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
             # between two Casts, so the graph around it keeps its types
             x, bias, outputs = _float32_boundary(node.name, x, bias, outputs, low.dtype, inits, new_nodes,
                                                  new_inits)
-        w_name, s_name = f"{node.name}.W", f"{node.name}.G_SCALE"
-        new_inits.append(numpy_helper.from_array(low.W, w_name))
-        new_inits.append(numpy_helper.from_array(scales[node.name], s_name))
-        inputs = [x, w_name, s_name] + ([bias] if bias else [])
-        attrs = dict(low.attrs)
-        attrs["layer"] = node.name
-        attrs["tiles"] = json.dumps(tiles[node.name], separators=(",", ":"))
-        new_nodes.append(helper.make_node(low.op_type, inputs, outputs, name=node.name,
-                                          domain=DOMAIN, **attrs))
+        analog, inits_ = contract.make_analog_node(low.op_type, node.name, x, low.W, scales[node.name],
+                                                   outputs, low.attrs, tiles[node.name], bias=bias)
+        new_inits.extend(inits_)
+        new_nodes.append(analog)
         if outputs[0] != node.output[0]:
             new_nodes.append(helper.make_node("Cast", outputs, [node.output[0]], name=f"{node.name}.cast_y",
                                               to=low.dtype))
@@ -69,16 +64,9 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
     g.node.extend(new_nodes)
     g.initializer.extend(new_inits)
     drop_unused_initializers(g)
-    if not any(op.domain == DOMAIN for op in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    meta = dict(original_metadata)
-    meta["acompile.format"] = FORMAT_VERSION
-    meta["acompile.target"] = json.dumps(target, separators=(",", ":"))
-    meta["acompile.mapping"] = json.dumps(report, separators=(",", ":"))
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    model.producer_name = "acompile"
+    contract.add_domain(model)
+    contract.set_metadata(model, contract.mapped_metadata(target, report, keep=original_metadata))
+    model.producer_name = contract.PRODUCER
     return model
 
 

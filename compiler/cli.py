@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {

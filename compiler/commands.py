@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
@@ -129,5 +129,11 @@ def targets_cmd(name: str | None) -> None:
             items = ", ".join(f"{k}={v}" for k, v in t[section].items())
             click.echo(f"  [{section}] {items}")
     if not name:
+        from runtime.physics.devices import device_class, device_names
+
+        click.echo("\nDevice models ([device] model = ...):")
+        for d in device_names():
+            cls = device_class(d)
+            click.echo(f"  {d}: {cls.summary}; keys: {', '.join(cls.keys())}")
         click.echo("\nUse --target NAME or --target FILE.toml (a file may set base = \"pcm\" and override "
-                   "keys); `acompile targets NAME` shows one.")
+                   "keys, [device] model = \"rram\" switches the device); `acompile targets NAME` shows one.")

@@ -19,7 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper, shape_inference
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 MAX_FILE_BYTES = 4 * 1024**3  # 4 GiB
 MAX_TENSOR_ELEMENTS = 2**31  # per tensor (any initializer, any inferred shape)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 
 class GraphInfo:

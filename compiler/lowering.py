@@ -17,21 +17,20 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from compiler.errors import AcompileError
 from compiler.graph import GraphInfo
-
-DOMAIN = "ai.acompile"
+from runtime import contract
+from runtime.errors import AcompileError
 
 
 @dataclass
 class Lowering:
     """What the artifact writer needs to replace one node by an ai.acompile node."""
 
-    op_type: str  # "AnalogConv" | "AnalogMatMul"
+    op_type: str  # contract.ANALOG_CONV | contract.ANALOG_MATMUL
     W: np.ndarray  # [rows, cols] float32, the original weights exactly
     x: str  # input activation tensor name
     bias: str | None  # bias tensor name (kept as is; digital)
-    attrs: dict[str, Any]
+    attrs: dict[str, Any]  # the analog node's attributes but layer / tiles (contract.conv_attrs, ...)
     mvms: int  # tile MVMs per inference per block (output positions, batch 1)
     transpose_x: bool = False  # Gemm transA=1: a digital Transpose in front
     weight_name: str = ""
@@ -125,12 +124,11 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
                   for i in range(nsp)]
     mvms = _positions(node, out_sp, "output spatial")
     W = np.ascontiguousarray(w.reshape(c_out, -1).T.astype(np.float32, copy=False))
-    attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dil, "group": 1,
-             "orig_op": "Conv"}
+    attrs = contract.conv_attrs(kernel, strides, pads, dil, orig_op="Conv")
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and info.const(bias) is None:
         return "bias computed at run time (not a constant): kept digital"
-    return Lowering("AnalogConv", W, node.input[0], bias, attrs, mvms, weight_name=node.input[1],
+    return Lowering(contract.ANALOG_CONV, W, node.input[0], bias, attrs, mvms, weight_name=node.input[1],
                     dtype=dtype)
 
 
@@ -154,8 +152,8 @@ def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and info.const(bias) is None:
         return "bias computed at run time (not a constant): kept digital"
-    attrs = {"alpha": float(a.get("alpha", 1.0)), "beta": float(a.get("beta", 1.0)), "orig_op": "Gemm"}
-    return Lowering("AnalogMatMul", W, node.input[0], bias, attrs, 1,
+    attrs = contract.matmul_attrs(a.get("alpha", 1.0), a.get("beta", 1.0), orig_op="Gemm")
+    return Lowering(contract.ANALOG_MATMUL, W, node.input[0], bias, attrs, 1,
                     transpose_x=bool(a.get("transA", 0)), weight_name=node.input[1], dtype=dtype)
 
 
@@ -173,8 +171,8 @@ def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowerin
         return dtype
     W = np.ascontiguousarray(b.astype(np.float32, copy=False))
     mvms = _row_positions(node, info, node.input[0])
-    attrs = {"alpha": 1.0, "beta": 1.0, "orig_op": "MatMul"}
-    return Lowering("AnalogMatMul", W, node.input[0], None, attrs, mvms, weight_name=node.input[1],
+    attrs = contract.matmul_attrs(orig_op="MatMul")
+    return Lowering(contract.ANALOG_MATMUL, W, node.input[0], None, attrs, mvms, weight_name=node.input[1],
                     dtype=dtype)
 
 

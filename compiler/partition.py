@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from compiler.errors import AcompileError
 from compiler.graph import GraphInfo
 from compiler.lowering import LOWERERS, Lowering
+from runtime.errors import AcompileError
 
 REASON_ANALOG = "analog-eligible"
 

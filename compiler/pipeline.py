@@ -13,11 +13,12 @@ import onnx
 
 from compiler import artifact, frontend
 from compiler.conductance import g_scale
-from compiler.errors import AcompileError
 from compiler.graph import GraphInfo, remove_dead_nodes
 from compiler.partition import digital_op_counts, partition
 from compiler.report import build_report, to_markdown
 from compiler.tiling import Block, place_packed, place_unpacked, split
+from runtime import contract
+from runtime.errors import AcompileError
 
 
 @dataclass
@@ -56,14 +57,14 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
     n_unpacked = len(blocks)
     n_tiles = place_packed(blocks, R, C) if pack else place_unpacked(blocks)
     tpc = target["tile"]["tiles_per_chip"]
-    tiles: dict[str, list[dict[str, Any]]] = {ly.name: [] for ly in analog}
+    tiles: dict[str, list[contract.TileBlock]] = {ly.name: [] for ly in analog}
     block_rows: list[dict[str, Any]] = []
     for b in blocks:
-        entry = {"tile": b.tile, "chip": b.tile // tpc, "row_start": b.row_start, "row_end": b.row_end,
-                 "col_start": b.col_start, "col_end": b.col_end, "tile_row": b.tile_row,
-                 "tile_col": b.tile_col}
+        entry = contract.TileBlock(tile=b.tile, chip=b.tile // tpc, row_start=b.row_start, row_end=b.row_end,
+                                   col_start=b.col_start, col_end=b.col_end, tile_row=b.tile_row,
+                                   tile_col=b.tile_col)
         tiles[analog[b.layer].name].append(entry)
-        block_rows.append({"layer": analog[b.layer].name, **entry})
+        block_rows.append({"layer": analog[b.layer].name, **entry.to_json()})
     say("conductances")
     mode = target["mapping"]["weight_scale"]
     g_max = target["device"]["g_max"]
@@ -76,7 +77,7 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
             rows, cols = ly.lowering.W.shape
             nb = len(tiles[ly.name])
             row = {"name": ly.name, "op": ly.op, "analog": True, "reason": ly.reason,
-                   "matrix": [int(rows), int(cols)], "tiles": len({t["tile"] for t in tiles[ly.name]}),
+                   "matrix": [int(rows), int(cols)], "tiles": len({t.tile for t in tiles[ly.name]}),
                    "blocks": nb, "utilization": round(rows * cols / (nb * R * C), 6),
                    "devices": int(rows * cols * dpw), "mvms_per_inference": int(ly.lowering.mvms),
                    "weights": int(rows * cols)}
@@ -99,6 +100,7 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
                           digital_op_counts(model, layers), block_rows)
     say("building artifact")
     mapped = artifact.build_mapped_model(model, layers, scales, tiles, target, report, original_meta)
+    contract.check_mapped(mapped)  # the schema (no tensor copies); onnx.checker runs on the bytes written
     return mapped, report
 
 
@@ -136,11 +138,5 @@ def read_mapped(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         m.ParseFromString(path.read_bytes())
     except Exception:
         raise AcompileError(f"{str(path)!r}: not an ONNX model (protobuf does not parse)") from None
-    meta = {p.key: p.value for p in m.metadata_props}
-    if meta.get("acompile.format") != artifact.FORMAT_VERSION or "acompile.mapping" not in meta:
-        raise AcompileError(f"{str(path)!r}: not a model mapped by acompile (no acompile.format=1 / "
-                            "acompile.mapping metadata); compile it first")
-    try:
-        return json.loads(meta["acompile.mapping"]), json.loads(meta.get("acompile.target", "{}"))
-    except json.JSONDecodeError:
-        raise AcompileError(f"{str(path)!r}: acompile.mapping metadata is not valid JSON") from None
+    meta = contract.read_mapped_metadata(m, repr(str(path)))
+    return meta.mapping, meta.target

@@ -8,12 +8,13 @@ any key; every key it writes is validated, and the resolved target always has ev
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
+from runtime.physics.devices import DeviceError, device_class
+from runtime.physics.devices.base import bits, nonneg_float, one_of, pos_float, pos_int, string
 
 try:
     import tomllib
@@ -21,47 +22,14 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 TARGET_DIR = Path(__file__).parent / "targets"
-BUILTIN = ("pcm", "hermes", "ideal")
 DEFAULT_BASE = "pcm"
+#: Built-in targets: one TOML each in compiler/targets (the default first).
+BUILTIN = tuple(sorted((p.stem for p in TARGET_DIR.glob("*.toml")), key=lambda n: (n != DEFAULT_BASE, n)))
 KNOWN_ANALOG_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def _pos_int(v: Any) -> str | None:
-    return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "a positive integer"
-
-
-def _nonneg_int(v: Any) -> str | None:
-    ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 32
-    return None if ok else "an integer in 0..32"
-
-
-def _pos_float(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-    return None if ok else "a positive number"
-
-
-def _nonneg_float(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-    return None if ok else "a non-negative number"
-
-
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def _str(v: Any) -> str | None:
-    return None if isinstance(v, str) else "a string"
-
-
-def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
-
-    return check
-
-
 def _input_range(v: Any) -> str | None:
-    if v == "calibrated" or _pos_float(v) is None:
+    if v == "calibrated" or pos_float(v) is None:
         return None
     return "\"calibrated\" or a positive number"
 
@@ -77,18 +45,16 @@ def _analog_ops(v: Any) -> str | None:
 
 # section -> key -> validator (returns None when fine, else what the value must be)
 SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
-    "": {"name": _str, "description": _str},
-    "tile": {"rows": _pos_int, "cols": _pos_int, "devices_per_weight": _one_of(1, 2, 4),
-             "tiles_per_chip": _pos_int},
-    "device": {"model": _one_of("pcm", "ideal"), "g_max": _pos_float, "g_min": _nonneg_float,
-               "t0": _pos_float, "t_read": _pos_float, "prog_noise": _bool, "drift": _bool,
-               "read_noise": _bool},
-    "periphery": {"dac_bits": _nonneg_int, "input_range": _input_range, "adc_bits": _nonneg_int,
-                  "out_bound": _input_range, "out_noise": _nonneg_float},
-    "mapping": {"analog_ops": _analog_ops, "weight_scale": _one_of("layer", "column"),
-                "first_layer": _one_of("analog", "digital"), "last_layer": _one_of("analog", "digital"),
-                "grouped_conv": _one_of("digital")},
-    "cost": {"energy_per_mvm_pj": _nonneg_float, "latency_per_mvm_ns": _nonneg_float},
+    "": {"name": string, "description": string},
+    "tile": {"rows": pos_int, "cols": pos_int, "devices_per_weight": one_of(1, 2, 4),
+             "tiles_per_chip": pos_int},
+    "device": {},  # the keys of the device model named by [device].model (runtime/physics/devices)
+    "periphery": {"dac_bits": bits, "input_range": _input_range, "adc_bits": bits,
+                  "out_bound": _input_range, "out_noise": nonneg_float},
+    "mapping": {"analog_ops": _analog_ops, "weight_scale": one_of("layer", "column"),
+                "first_layer": one_of("analog", "digital"), "last_layer": one_of("analog", "digital"),
+                "grouped_conv": one_of("digital")},
+    "cost": {"energy_per_mvm_pj": nonneg_float, "latency_per_mvm_ns": nonneg_float},
 }
 
 
@@ -104,14 +70,18 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise AcompileError(f"target {label}: cannot read ({exc.strerror})") from None
 
 
-def _validate(data: dict[str, Any], label: str, partial: bool) -> None:
-    """Check every key present; with partial=False also require every key of the schema."""
+def _validate(data: dict[str, Any], label: str, partial: bool, base_model: str | None = None) -> None:
+    """Check every key present; with partial=False also require every key of the schema. The [device]
+    keys are those of its model (`base_model` when a partial file does not name one)."""
     for key, value in data.items():
         if key == "base" and partial:
             continue
         if key in SCHEMA and key != "":
             if not isinstance(value, dict):
                 raise AcompileError(f"target {label}: [{key}] must be a table")
+            if key == "device":
+                _device_section(value, label, base_model)
+                continue
             for sub, v in value.items():
                 check = SCHEMA[key].get(sub)
                 if check is None:
@@ -134,24 +104,45 @@ def _validate(data: dict[str, Any], label: str, partial: bool) -> None:
                 if k not in have:
                     where = k if section == "" else f"[{section}].{k}"
                     raise AcompileError(f"target {label}: missing key {where}")
-    if data.get("device", {}).get("g_min", 0.0) >= data.get("device", {}).get("g_max", math.inf):
-        raise AcompileError(f"target {label}: [device].g_min must be below [device].g_max")
+        if "model" not in data.get("device", {}):
+            raise AcompileError(f"target {label}: missing key [device].model")
+
+
+def _device_section(section: dict[str, Any], label: str, base_model: str | None) -> dict[str, Any]:
+    """The [device] table checked by its device model, every key of that model filled in."""
+    params = dict(section)
+    model = params.pop("model", base_model)
+    try:
+        return {"model": model, **device_class(model).resolve(params)}
+    except DeviceError as exc:
+        raise AcompileError(f"target {label}: {exc}") from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, table by table; a [device] that names another model starts afresh
+    (the base's device keys belong to the base's model)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict):
+        if k == "device" and v.get("model", out[k]["model"]) != out[k]["model"]:
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict):
             out.setdefault(k, {}).update(copy.deepcopy(v))
         else:
             out[k] = v
     return out
 
 
-def builtin_target(name: str) -> dict[str, Any]:
-    """A built-in profile, fully validated."""
+def _builtin_file(name: str) -> dict[str, Any]:
+    """A built-in profile as written (device keys it leaves out follow its model's defaults)."""
     data = _read_toml(TARGET_DIR / f"{name}.toml", repr(name))
     _validate(data, repr(name), partial=False)
+    return data
+
+
+def builtin_target(name: str) -> dict[str, Any]:
+    """A built-in profile, fully validated, its device keys filled in."""
+    data = _builtin_file(name)
+    data["device"] = _device_section(data["device"], repr(name), None)
     return data
 
 
@@ -167,14 +158,16 @@ def load_target(spec: str) -> dict[str, Any]:
     base = data.get("base", DEFAULT_BASE)
     if base not in BUILTIN:
         raise AcompileError(f"target {label}: base must be one of {', '.join(BUILTIN)}, got {base!r}")
-    _validate(data, label, partial=True)
-    merged = _merge(builtin_target(base), {k: v for k, v in data.items() if k != "base"})
+    base_target = _builtin_file(base)
+    _validate(data, label, partial=True, base_model=base_target["device"]["model"])
+    merged = _merge(base_target, {k: v for k, v in data.items() if k != "base"})
     merged.setdefault("name", path.stem)
     if "name" not in data:
         merged["name"] = path.stem
     if "description" not in data:
         merged["description"] = f"user target {path.name} (based on {base})"
     _validate(merged, label, partial=False)
+    merged["device"] = _device_section(merged["device"], label, None)
     return merged
 
 
@@ -198,4 +191,13 @@ def with_overrides(target: dict[str, Any], tile: tuple[int, int] | None = None,
         out["tile"]["rows"], out["tile"]["cols"] = tile
     if weight_scale is not None:
         out["mapping"]["weight_scale"] = weight_scale
+    return out
+
+
+def with_device(target: dict[str, Any], model: str | None = None, **keys: Any) -> dict[str, Any]:
+    """A copy of a resolved target on another device model (its own keys and defaults) and/or with some
+    [device] keys changed."""
+    out = copy.deepcopy(target)
+    section = {"model": model} if model and model != out["device"]["model"] else out["device"]
+    out["device"] = _device_section({**section, **keys}, repr(out.get("name", "target")), None)
     return out

@@ -21,13 +21,12 @@ from typing import Any
 import onnx
 import torch
 
-from compiler.errors import AcompileError
 from runtime import native
 from runtime.analog_tile import AnalogSettings, TileGeometry, device_targets, pair_weights
+from runtime.errors import AcompileError
 from runtime.executor import decode_attrs
 from runtime.ops import NodeInfo
 from runtime.physics import constants as C
-from runtime.physics.pcm import PCMConfig, PCMInferenceModel
 from runtime.physics.periphery import abs_percentile, adc_codes_, dac_codes, levels
 
 NOISE_SHAPES = ("device", "gaussian")
@@ -95,15 +94,13 @@ class HWALayer:
         self.name, self.op, self.attrs, self.geo = name, op, attrs, geo
         self.settings, self.knobs, self.ctx = settings, knobs, ctx
         self.per_column = weight_scale == "column"
-        pcm = settings.pcm
-        self.device_noise = knobs.noise > 0 and knobs.noise_shape == "device" and \
-            settings.device_model != "ideal" and pcm.prog_noise
-        # programming only: drift and read noise act after training, in the emulator
+        dev = settings.device
+        self.device_noise = knobs.noise > 0 and knobs.noise_shape == "device" and dev.prog_noise
+        # programming only, unless --noise-times: then also the device's time evolution and read noise
         timed = knobs.noise_times is not None
-        self.device_model = PCMInferenceModel(PCMConfig(g_max=pcm.g_max, g_min=pcm.g_min, t0=pcm.t0,
-                                                        t_read=pcm.t_read, prog_noise=True,
-                                                        drift=timed and pcm.drift,
-                                                        read_noise=timed and pcm.read_noise))
+        self.device_model = dev.with_params(drift=timed and dev.drift_on,
+                                            read_noise=timed and dev.read_noise) \
+            if self.device_noise else dev
         self._ref: torch.Tensor | None = None  # the +-1 reference reads of global drift compensation
         self.input_range: float | None = settings.input_range  # None: calibrated (EMA) in training
         self.out_bound: float | None = settings.out_bound
@@ -189,9 +186,9 @@ class HWALayer:
             if k.noise_shape == "gaussian":
                 delta = torch.randn(wn.shape, generator=self.generator, device=wn.device) * k.noise
             elif self.device_noise:
-                s, g_max = self.settings, self.settings.pcm.g_max
-                target = device_targets(wn.detach().abs() * g_max, wn.detach() > 0, s.pcm.g_min,
-                                        s.devices_per_weight)
+                s, g_max = self.settings, self.settings.device.g_max
+                target = device_targets(wn.detach().abs() * g_max, wn.detach() > 0, s.device.g_min,
+                                        s.cells_per_sign)
                 state = self.device_model.program(target, self.generator)
                 w_dev = pair_weights(state.g_prog, g_max)
                 if k.noise_times is not None:
@@ -208,7 +205,7 @@ class HWALayer:
         t = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
         model = self.device_model
         g = model.add_read_noise(state, model.drift(state, t), t, self.generator)
-        w_t = pair_weights(g, self.settings.pcm.g_max)
+        w_t = pair_weights(g, self.settings.device.g_max)
         if self._ref is None or self._ref.shape[1] != w_prog.shape[0]:
             gen = torch.Generator().manual_seed(12345)
             self._ref = (torch.randint(0, 2, (16, w_prog.shape[0]), generator=gen).float() * 2 - 1).to(

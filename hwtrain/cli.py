@@ -6,18 +6,18 @@ Imports only click at module level; torch and the training code load when the co
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import click
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
+from runtime.physics.devices import noisy_device_names
 
 HWA_ALGORITHMS = ("hwa", "plain")
 INMEMORY_ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32")
-ETA_DEFAULT = (
-    0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020); kept literal so --help needs no torch
-)
+# Shown in --help only; hwtrain.run resolves the defaults from runtime.physics.constants. Kept literal so
+# that --help needs no torch (tests/test_hwtrain_train.py checks that they agree).
+ETA_DEFAULT = 0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020)
 CLIP_DEFAULT = 2.5  # runtime.physics.constants.HWA_CLIP_ALPHA
 
 
@@ -54,10 +54,10 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
 )
 @click.option(
     "--noise-shape",
-    type=click.Choice(["gaussian", "pcm"]),
+    type=click.Choice(["gaussian", *noisy_device_names()]),
     default="gaussian",
     show_default=True,
-    help="pcm: std follows the PCM programming-noise curve",
+    help="a device name: the std follows that device's programming-noise curve",
 )
 @click.option(
     "--clip",
@@ -203,13 +203,3 @@ def train_cmd(
         compute=compute,
     )
 
-
-def command_line(model: str, options: dict) -> str:
-    """The fully resolved `acompile train ...` line that reproduces a run (stored in the recipe)."""
-    parts = ["acompile", "train", model]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "-o" if key == "out" else "--" + key.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
-    return " ".join(shlex.quote(p) for p in parts)

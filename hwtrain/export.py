@@ -19,10 +19,11 @@ import onnx
 import torch
 from torch import nn
 
-from compiler.errors import AcompileError
+from runtime import contract
 from runtime.data import PREPROCESSING_KEY, Preprocessing
+from runtime.errors import AcompileError
 
-RECIPE_KEY = "acompile.recipe"
+RECIPE_KEY = contract.META_RECIPE
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4
@@ -74,10 +75,8 @@ def export_onnx(
     meta = {p.key: p.value for p in proto.metadata_props}
     meta[PREPROCESSING_KEY] = preprocessing.to_json()
     meta[RECIPE_KEY] = json.dumps(recipe, sort_keys=True, default=str)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "acompile.hwtrain"
+    contract.set_metadata(proto, meta)
+    proto.producer_name = contract.PRODUCER_HWTRAIN
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     verify_onnx(plain, path, x)
@@ -125,5 +124,4 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, x: torch.Tensor, tol:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata_props of an ONNX file as a dict (preprocessing and recipe are JSON strings)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+    return contract.read_metadata(onnx.load(str(path), load_external_data=False))

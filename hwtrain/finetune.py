@@ -30,17 +30,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from compiler.errors import AcompileError
 from hwtrain.analog_hwa import HWAContext, HWAKnobs, HWALayer
 from hwtrain.graph_module import OnnxGraphModule, initializer_source, trainable_initializers
 from hwtrain.train import augment_crop_flip, lr_at
+from runtime import contract
 from runtime.analog_tile import AnalogSettings
 from runtime.data import PREPROCESSING_KEY, Dataset, Preprocessing
+from runtime.errors import AcompileError
 
 CHECKPOINT_FORMAT = "acompile.finetune-checkpoint/1"
-RECIPE_KEY = "acompile.recipe"
-PARENT_KEY = "acompile.parent_sha256"
-TARGET_KEY = "acompile.finetune_target"
+RECIPE_KEY = contract.META_RECIPE
+PARENT_KEY = contract.META_PARENT_SHA256
+TARGET_KEY = contract.META_FINETUNE_TARGET
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -139,7 +140,7 @@ def model_preprocessing(model: onnx.ModelProto, mean: list[float] | None, std: l
         prep = Preprocessing.from_json(meta[PREPROCESSING_KEY])
     else:
         if mean is None or std is None:
-            raise AcompileError("the model has no acompile.preprocessing metadata: pass --mean and --std "
+            raise AcompileError(f"the model has no {PREPROCESSING_KEY} metadata: pass --mean and --std "
                                 "(per channel, for pixels scaled by --scale, default 1/255) as it was "
                                 "trained with")
         if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[1:]):
@@ -175,7 +176,7 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
 
     original = frontend.read_model(model_path)
     mapped, _report = map_model(model_path, target, digital)
-    analog_nodes = {n.output[0]: n for n in mapped.graph.node if n.domain == "ai.acompile"}
+    analog_nodes = {n.output[0]: n for n in mapped.graph.node if n.domain == contract.DOMAIN}
     if not analog_nodes:
         raise AcompileError(f"{str(model_path)!r}: no layer maps onto the {target.get('name')!r} crossbars "
                             "(no Conv / Gemm / MatMul with a constant weight), nothing to fine-tune")
@@ -197,7 +198,8 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
             raise AcompileError(f"node '{info.name}' ({node.op_type}): its weight {node.input[1]!r} is "
                                 "not an initializer (computed in the graph), so it cannot be fine-tuned")
         analog_weights.append(initializer_source(original, node.input[1]))
-        layer = HWALayer.from_mapping(node, mnode, shapes[mnode.input[1]], settings, knobs, scale_mode, ctx)
+        layer = HWALayer.from_mapping(node, mnode, shapes[mnode.input[contract.IN_W]], settings, knobs,
+                                      scale_mode, ctx)
         layers.append(layer)
         return layer
 
@@ -476,9 +478,7 @@ def finetuned_model(prepared: Prepared, recipe: dict[str, Any]) -> onnx.ModelPro
     meta[RECIPE_KEY] = json.dumps(recipe, sort_keys=True, default=str)
     meta[PARENT_KEY] = prepared.parent_sha256
     meta[TARGET_KEY] = json.dumps(prepared.target, sort_keys=True)
-    del out.metadata_props[:]
-    for k, v in meta.items():
-        out.metadata_props.add(key=k, value=v)
+    contract.set_metadata(out, meta)
     return out
 
 

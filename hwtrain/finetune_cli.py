@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 ETA_DEFAULT = 0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020); literal so --help needs no torch
 CLIP_DEFAULT = 2.5  # runtime.physics.constants.HWA_CLIP_ALPHA

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 from runtime.executor import _toposort, decode_attrs, run_step, to_torch
 from runtime.ops import OPS, NodeInfo, _load
 

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 from runtime.physics import constants as C
-from runtime.physics.pcm import prog_noise_std
+from runtime.physics.devices import make_device, noisy_device_names
 
 ANALOG_TYPES = (nn.Conv2d, nn.Linear)
-NOISE_SHAPES = ("gaussian", "pcm")
+#: "gaussian", or a noisy device of the registry (its programming-noise curve gives the shape).
+NOISE_SHAPES = ("gaussian", *noisy_device_names())
 
 
 @dataclass
@@ -32,9 +33,9 @@ class HWAConfig:
     """What the forward pass of a hardware-aware model sees.
 
     noise: eta; additive Gaussian weight noise with std = eta * max|W| per layer (0 = off; Joshi 0.038).
-    noise_shape: "gaussian" (uniform std as above) or "pcm": std per weight follows the PCM programming
-        noise curve prog_noise_std(|W| / max|W| * g_max), in weight units, scaled by eta / 0.038 (so the
-        Joshi eta gives exactly the physical programming noise of the shared model).
+    noise_shape: "gaussian" (uniform std as above) or a device name ("pcm", "rram", ...): std per weight
+        follows that device's programming-noise curve prog_noise_std(|W| / max|W| * g_max), in weight
+        units, scaled by eta / 0.038 (so the Joshi eta gives exactly the device's programming noise).
     clip: k; after each optimizer step weights are clipped to [-k std(W), k std(W)] (0 = off).
     dac_bits / adc_bits: straight-through quantization of layer inputs / outputs (0 = off), by the
         periphery code the emulator and `acompile finetune` share (see Periphery): each layer's partial
@@ -51,7 +52,6 @@ class HWAConfig:
     adc_bits: int = 0
     out_bound: float = C.OUT_BOUND
     out_noise: float = 0.0
-    g_max: float = C.PCM_G_MAX
     tile_rows: int = 256  # rows of the pcm target's tile: Linear layers get one ADC per row block
 
     def __post_init__(self) -> None:
@@ -84,8 +84,9 @@ def weight_noise_std(w: torch.Tensor, cfg: HWAConfig) -> torch.Tensor:
     w_max = w.detach().abs().max().clamp(min=1e-12)
     if cfg.noise_shape == "gaussian":
         return cfg.noise * w_max
-    g = w.detach().abs() / w_max * cfg.g_max
-    return (cfg.noise / C.HWA_ETA_TRAIN) * prog_noise_std(g, cfg.g_max) / cfg.g_max * w_max
+    dev = make_device(cfg.noise_shape)
+    g = w.detach().abs() / w_max * dev.g_max
+    return (cfg.noise / C.HWA_ETA_TRAIN) * dev.prog_noise_std(g) / dev.g_max * w_max
 
 
 class WeightNoise(nn.Module):
@@ -121,7 +122,7 @@ class Periphery:
         from runtime.analog_tile import AnalogSettings
 
         cfg = self.cfg
-        settings = AnalogSettings(device_model="ideal", dac_bits=cfg.dac_bits, input_range=None,
+        settings = AnalogSettings(device=make_device("ideal"), dac_bits=cfg.dac_bits, input_range=None,
                                   adc_bits=cfg.adc_bits, out_bound=cfg.out_bound, out_noise=cfg.out_noise)
         ctx = HWAContext()  # weight noise stays with the WeightNoise parametrization
         module._hwa_layer = HWALayer.for_module(name, module, settings, HWAKnobs(noise=0.0, clip=0.0),

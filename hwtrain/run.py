@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -11,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compiler.errors import AcompileError
-from hwtrain.cli import CLIP_DEFAULT, ETA_DEFAULT, command_line
 from hwtrain.export import export_onnx
 from hwtrain.noise import HWAConfig
 from hwtrain.train import DEFAULTS, TrainConfig, load_weights, train
 from models import zoo
 from runtime.data import Preprocessing, load_dataset
+from runtime.errors import AcompileError
+from runtime.physics import constants as C
 
 
 def preprocessing_for(model_name: str, dataset: str, images: np.ndarray) -> Preprocessing:
@@ -91,9 +92,9 @@ def run_training(
     elif algorithm != "hwa":
         raise AcompileError(f"algorithm {algorithm!r} is not a torch training algorithm (hwa, plain)")
     hwa = HWAConfig(
-        noise=ETA_DEFAULT if noise is None else noise,
+        noise=C.HWA_ETA_TRAIN if noise is None else noise,
         noise_shape=noise_shape,
-        clip=CLIP_DEFAULT if clip is None else clip,
+        clip=C.HWA_CLIP_ALPHA if clip is None else clip,
         dac_bits=dac_bits,
         adc_bits=adc_bits,
     )
@@ -191,6 +192,17 @@ def run_training(
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(metrics, indent=1, default=str) + "\n")
     return metrics
+
+
+def command_line(model: str, options: dict) -> str:
+    """The fully resolved `acompile train ...` line that reproduces a run (stored in the recipe)."""
+    parts = ["acompile", "train", model]
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "-o" if key == "out" else "--" + key.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _example(pre: Preprocessing) -> torch.Tensor:

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from compiler.errors import AcompileError
 from hwtrain.noise import HWAConfig, apply_hwa, clean_state_dict, clip_weights_, load_clean_state_dict
 from runtime.data import Dataset, Preprocessing
+from runtime.errors import AcompileError
 
 SCHEDULES = ("cosine", "step", "constant")
 CHECKPOINT_FORMAT = "acompile.checkpoint/1"

@@ -22,9 +22,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from compiler.errors import AcompileError
 from runtime.data import Preprocessing
 from runtime.data import default_preprocessing as dataset_preprocessing
+from runtime.errors import AcompileError
 
 __all__ = ["MODELS", "build", "default_preprocessing", "default_dataset", "MLP", "LeNet5", "CifarResNet"]
 

@@ -10,7 +10,6 @@ y = y_n * r * g_max / G_SCALE * alpha + B. A converter with 0 bits is ideal: no 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,11 +18,11 @@ import onnx
 import torch
 import torch.nn.functional as F
 
-from compiler.errors import AcompileError
-from runtime import native
+from runtime import contract, native
+from runtime.errors import AcompileError
 from runtime.ops import NodeInfo
 from runtime.ops.nn import torch_pad
-from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
+from runtime.physics.devices import DeviceError, DeviceModel, Programmed, from_section, make_device
 from runtime.physics.periphery import abs_percentile, adc_codes_, dac_codes, levels
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -34,8 +33,7 @@ _DEFAULT_OUT_BOUND = 10.0  # aihwkit StandardHWATrainingPreset out_bound (defaul
 class AnalogSettings:
     """Everything the tiles need from the target, plus the emulator's own switches."""
 
-    device_model: str = "pcm"  # "pcm" | "ideal"
-    pcm: PCMConfig = field(default_factory=PCMConfig)
+    device: DeviceModel = field(default_factory=lambda: make_device("pcm"))
     devices_per_weight: int = 2
     dac_bits: int = 8
     input_range: float | None = None  # None: calibrated per layer
@@ -49,8 +47,12 @@ class AnalogSettings:
     @property
     def exact(self) -> bool:
         """True when the tile computes x @ W exactly (target ideal)."""
-        return (self.device_model == "ideal" and self.dac_bits == 0 and self.adc_bits == 0
-                and self.out_noise == 0)
+        return self.device.noiseless and self.dac_bits == 0 and self.adc_bits == 0 and self.out_noise == 0
+
+    @property
+    def cells_per_sign(self) -> int:
+        """Programmed units (cells of `device.devices_per_cell` devices) on each side of a weight."""
+        return self.devices_per_weight // (2 * self.device.devices_per_cell)
 
     @classmethod
     def from_target(cls, target: dict[str, Any], **overrides: Any) -> AnalogSettings:
@@ -58,40 +60,41 @@ class AnalogSettings:
         dev, per, tile = target.get("device", {}), target.get("periphery", {}), target.get("tile", {})
         ir = per.get("input_range", "calibrated")
         kw: dict[str, Any] = dict(
-            device_model=str(dev.get("model", "pcm")),
             devices_per_weight=int(tile.get("devices_per_weight", 2)),
             dac_bits=int(per.get("dac_bits", 8)), input_range=None if ir == "calibrated" else float(ir),
             adc_bits=int(per.get("adc_bits", 8)), out_bound=per.get("out_bound", 10.0),
             out_noise=float(per.get("out_noise", 0.04)))
-        pcm = dict(g_max=float(dev.get("g_max", 25.0)), g_min=float(dev.get("g_min", 0.0)),
-                   t0=float(dev.get("t0", 20.0)), t_read=float(dev.get("t_read", 250e-9)),
-                   prog_noise=bool(dev.get("prog_noise", True)), drift=bool(dev.get("drift", True)),
-                   read_noise=bool(dev.get("read_noise", True)))
+        dev = dict(dev)
         for k, v in overrides.items():
             if v is None:
                 continue
-            if k in pcm:
-                pcm[k] = v
+            if k in ("prog_noise", "drift", "read_noise"):  # the effect switches every device has
+                dev[k] = v
             else:
                 kw[k] = v
+        try:
+            device = from_section(dev)
+        except DeviceError as exc:
+            raise AcompileError(str(exc)) from None
         ob = kw["out_bound"]
         kw["out_bound"] = None if ob in (None, "calibrated") else float(ob)
         if kw["out_bound"] is not None and kw["out_bound"] <= 0:
             raise AcompileError(f"out_bound must be > 0 or 'calibrated', got {ob}")
-        if kw["devices_per_weight"] not in (2, 4):
-            raise AcompileError(f"devices_per_weight must be 2 or 4, got {kw['devices_per_weight']}")
+        dpw, cell = kw["devices_per_weight"], device.devices_per_cell
+        if dpw not in (2, 4) or dpw % (2 * cell):
+            raise AcompileError(f"devices_per_weight must be 2 or 4 and a multiple of 2 x the {cell} "
+                                f"device(s) per cell of '{device.name}', got {dpw}")
         if kw.get("read_noise_mode", "time") not in ("time", "read"):
             raise AcompileError("read-noise mode must be 'time' or 'read'")
         if kw.get("kernels", "auto") not in ("auto", "native", "torch"):
             raise AcompileError("kernels must be 'auto', 'native' or 'torch'")
-        return cls(pcm=PCMConfig(**pcm), **kw)
+        return cls(device=device, **kw)
 
 
-def device_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, devices_per_weight: int
-                   ) -> torch.Tensor:
-    """[D, rows, cols] target conductances of the differential pairs (plus devices first, then minus):
-    |w| in uS on the devices of its sign, shared by `devices_per_weight / 2` devices; the others at g_min."""
-    per = devices_per_weight // 2
+def device_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, per: int) -> torch.Tensor:
+    """[2 per, rows, cols] target conductances of the differential pairs (plus side first, then minus):
+    |w| in uS on the `per` programmed cells of its sign (AnalogSettings.cells_per_sign), the others at
+    g_min."""
     g = g_target / per
     plus = torch.where(pos, g, torch.full_like(g, g_min))
     minus = torch.where(pos, torch.full_like(g, g_min), g)
@@ -99,7 +102,7 @@ def device_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, devi
 
 
 def pair_weights(g: torch.Tensor, g_max: float) -> torch.Tensor:
-    """Normalized weights (G+ - G-) / g_max from the [D, rows, cols] conductances of device_targets."""
+    """Normalized weights (G+ - G-) / g_max from the [2 per, rows, cols] conductances of device_targets."""
     per = g.shape[0] // 2
     return (g[:per].sum(0) - g[per:].sum(0)) / g_max
 
@@ -117,10 +120,12 @@ class Epilogue:
 
 def _mapped_inputs(info: NodeInfo, node: onnx.NodeProto
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    w, gs = info.const(1), info.const(2)
+    """W, G_SCALE and B of an analog node (input layout, shapes and types per runtime.contract)."""
+    w, gs = info.const(contract.IN_W), info.const(contract.IN_G_SCALE)
     if w is None or gs is None:
         raise AcompileError(f"node '{info.name}' ({node.op_type}): W and G_SCALE must be initializers")
-    b = info.const(3) if info.n_inputs > 3 else None
+    b = info.const(contract.IN_B) if info.n_inputs > contract.IN_B else None
+    contract.check_tensors(node, w, gs, b)
     return w.float(), gs.float(), None if b is None else b.float()
 
 
@@ -153,21 +158,17 @@ class TileGeometry:
 
     @classmethod
     def from_node(cls, info: NodeInfo, node: onnx.NodeProto, w: torch.Tensor) -> TileGeometry:
-        """The geometry of a mapped ai.acompile node (CONTRACTS §3), its blocks from the `tiles` JSON."""
-        a = info.attrs
+        """The geometry of a mapped analog node, read (and checked) by runtime.contract; its blocks
+        from the `tiles` attribute."""
         rows, cols = w.shape
-        tiles = json.loads(a.get("tiles", "[]") or "[]")
-        rb = sorted({(int(t["row_start"]), int(t["row_end"])) for t in tiles})
-        cb = sorted({(int(t["col_start"]), int(t["col_end"])) for t in tiles})
-        if node.op_type == "AnalogConv":
-            if int(a.get("group", 1)) != 1:
-                raise AcompileError(f"node '{info.name}' (AnalogConv): group must be 1 (format 1)")
-            geo = cls(str(a.get("layer", info.name)), rows, cols, rb, cb, kernel=a["kernel_shape"],
-                      strides=a.get("strides"), pads=a.get("pads"), dilations=a.get("dilations"))
+        spec = contract.read_analog_node(node, w_shape=(rows, cols))
+        rb, cb = contract.row_blocks(spec.tiles), contract.col_blocks(spec.tiles)
+        if spec.is_conv:
+            geo = cls(spec.layer, rows, cols, rb, cb, kernel=spec.kernel_shape, strides=spec.strides,
+                      pads=spec.pads, dilations=spec.dilations)
         else:
-            geo = cls(str(a.get("layer", info.name)), rows, cols, rb, cb,
-                      alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)))
-        geo.tiles = tiles
+            geo = cls(spec.layer, rows, cols, rb, cb, alpha=spec.alpha, beta=spec.beta)
+        geo.tiles = [b.to_json() for b in spec.tiles]
         return geo
 
     @classmethod
@@ -253,7 +254,7 @@ class AnalogLayer:
         self.geo = geo = TileGeometry.from_node(info, node, w)
         self.name = geo.name
         self.device = device
-        g_max = s.pcm.g_max
+        g_max = s.device.g_max
         self.w_n = (w * gs / g_max).to(device)  # normalized target weights in [-1, 1]
         self.g_target = (w.abs() * gs).to(device)  # uS on the device of its sign
         self.pos = (w > 0).to(device)
@@ -265,8 +266,8 @@ class AnalogLayer:
             self.bias = (b * (1.0 if geo.is_conv else geo.beta)).to(device)
             if geo.is_conv:
                 self.bias = self.bias.reshape(1, -1, *([1] * len(geo.k)))
-        self.model = PCMInferenceModel(s.pcm)
-        self.state: ProgrammedPCM | None = None
+        self.model = s.device
+        self.state: Programmed | None = None
         self.input_range: float | None = s.input_range
         self.out_bound: float | None = s.out_bound
         self.observing_out = False
@@ -283,17 +284,13 @@ class AnalogLayer:
     # ---- programming and time -------------------------------------------------------------------
     def _device_targets(self) -> torch.Tensor:
         s = self.settings
-        return device_targets(self.g_target, self.pos, s.pcm.g_min, s.devices_per_weight)
+        return device_targets(self.g_target, self.pos, s.device.g_min, s.cells_per_sign)
 
     def program(self, generator: torch.Generator | None) -> None:
         """Program this layer's devices once for a new chip (programming noise, nu)."""
         self.alpha, self.w_var = None, None
-        if self.settings.device_model == "ideal":
-            self.state = None
-            self.w_eff = self.w_n
-        else:
-            self.state = self.model.program(self._device_targets(), generator)
-            self.w_eff = self._weights(self.state.g_prog)
+        self.state = self.model.program(self._device_targets(), generator)
+        self.w_eff = self._weights(self.state.g_prog)
         if self.settings.input_range is None:
             self.input_range = None
         if self.settings.out_bound is None:
@@ -301,7 +298,7 @@ class AnalogLayer:
         self._prepare()
 
     def _weights(self, g: torch.Tensor) -> torch.Tensor:
-        return pair_weights(g, self.settings.pcm.g_max)
+        return pair_weights(g, self.settings.device.g_max)
 
     def set_time(self, t: float, generator: torch.Generator | None) -> None:
         """Effective weights at t seconds after programming (drift + read noise), derived from the
@@ -310,10 +307,10 @@ class AnalogLayer:
             self.w_eff, self.w_var = self.w_n, None
         else:
             g = self.model.drift(self.state, t)
-            cfg = self.settings.pcm
-            if self.settings.read_noise_mode == "read" and cfg.read_noise:
-                std = self.model.read_noise_std(self.state, g, t)
-                self.w_var = (std * std).sum(0) / cfg.g_max**2
+            dev = self.model
+            if self.settings.read_noise_mode == "read" and dev.read_noise:
+                std = dev.read_noise_std(self.state, g, t)
+                self.w_var = (std * std).sum(0) / dev.g_max**2
             else:
                 self.w_var = None
                 g = self.model.add_read_noise(self.state, g, t, generator)

@@ -8,15 +8,13 @@ AnalogConv -> Conv(X, W.T.reshape(C_out, C_in, *k)[, B]); AnalogMatMul -> MatMul
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from compiler.errors import AcompileError
-
-ANALOG_DOMAIN = "ai.acompile"
+from runtime import contract
+from runtime.errors import AcompileError
 
 
 def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
@@ -27,50 +25,41 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
     new_nodes: list[onnx.NodeProto] = []
     replaced_w: set[str] = set()
     for node in g.node:
-        if node.domain != ANALOG_DOMAIN:
+        if node.domain != contract.DOMAIN:
             new_nodes.append(node)
             continue
-        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
-        name = node.name or node.output[0]
-        w_name = node.input[1]
-        if w_name not in inits:
-            raise AcompileError(f"node '{name}' ({node.op_type}): W is not an initializer")
-        w = numpy_helper.to_array(inits[w_name])
-        has_b = len(node.input) > 3 and node.input[3]
-        if node.op_type == "AnalogConv":
-            k = [int(v) for v in a["kernel_shape"]]
-            cout = w.shape[1]
-            wc = np.ascontiguousarray(w.T.reshape(cout, w.shape[0] // int(np.prod(k)), *k))
+        a = contract.read_analog_node(node, inits)
+        name, w_name = a.name, a.w_name
+        if a.is_conv:
             wc_name = f"{w_name}__conv"
             if wc_name not in replaced_w:
-                g.initializer.append(numpy_helper.from_array(wc, wc_name))
+                g.initializer.append(numpy_helper.from_array(a.conv_weight(), wc_name))
                 replaced_w.add(wc_name)
-            ins = [node.input[0], wc_name] + ([node.input[3]] if has_b else [])
+            ins = [a.x, wc_name] + ([a.bias_name] if a.bias_name else [])
             new_nodes.append(helper.make_node(
-                "Conv", ins, list(node.output), name=name, kernel_shape=k,
-                strides=list(a.get("strides", [1] * len(k))), pads=list(a.get("pads", [0] * 2 * len(k))),
-                dilations=list(a.get("dilations", [1] * len(k))), group=int(a.get("group", 1))))
-        elif node.op_type == "AnalogMatMul":
-            alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+                "Conv", ins, a.outputs, name=name, kernel_shape=a.kernel_shape, strides=a.strides,
+                pads=a.pads, dilations=a.dilations, group=a.group))
+        else:
+            alpha, beta, out = a.alpha, a.beta, a.outputs[0]
             cur = f"{name}__mm"
-            last = alpha == 1.0 and not has_b
-            new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name],
-                                              [node.output[0] if last else cur], name=name))
+            last = alpha == 1.0 and not a.bias_name
+            new_nodes.append(helper.make_node("MatMul", [a.x, w_name], [out if last else cur], name=name))
             if alpha != 1.0:
                 an = f"{name}__alpha"
                 g.initializer.append(numpy_helper.from_array(np.array(alpha, np.float32), an))
-                nxt = node.output[0] if not has_b else f"{name}__scaled"
+                nxt = out if not a.bias_name else f"{name}__scaled"
                 new_nodes.append(helper.make_node("Mul", [cur, an], [nxt], name=f"{name}__mul"))
                 cur = nxt
-            if has_b:
-                bn = node.input[3]
+            if a.bias_name:
+                bn = a.bias_name
                 if beta != 1.0:
-                    b = numpy_helper.to_array(inits[bn]) * np.float32(beta)
+                    if a.bias is None:
+                        raise AcompileError(f"{contract.node_label(node)}: B must be an initializer when "
+                                            "beta != 1")
                     bn = f"{name}__bbeta"
-                    g.initializer.append(numpy_helper.from_array(b.astype(np.float32), bn))
-                new_nodes.append(helper.make_node("Add", [cur, bn], [node.output[0]], name=f"{name}__add"))
-        else:
-            raise AcompileError(f"node '{name}' ({ANALOG_DOMAIN}::{node.op_type}): unknown analog op")
+                    scaled = (a.bias * np.float32(beta)).astype(np.float32)
+                    g.initializer.append(numpy_helper.from_array(scaled, bn))
+                new_nodes.append(helper.make_node("Add", [cur, bn], [out], name=f"{name}__add"))
     del g.node[:]
     g.node.extend(new_nodes)
     # drop now-unused initializers (W, G_SCALE) so the model stays small
@@ -81,7 +70,7 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
     keep_in = [i for i in g.input if i.name in used or i.name not in inits]
     del g.input[:]
     g.input.extend(keep_in)
-    ops = [o for o in m.opset_import if o.domain != ANALOG_DOMAIN]
+    ops = [o for o in m.opset_import if o.domain != contract.DOMAIN]
     del m.opset_import[:]
     m.opset_import.extend(ops)
     return m
@@ -129,8 +118,4 @@ class OrtBaseline:
 
 def target_of(mapped: onnx.ModelProto) -> dict:
     """The resolved target stored in the mapped model's metadata."""
-    meta = {p.key: p.value for p in mapped.metadata_props}
-    if "acompile.target" not in meta:
-        raise AcompileError("the model has no acompile.target metadata: compile it first "
-                            "(acompile MODEL.onnx --target pcm)")
-    return json.loads(meta["acompile.target"])
+    return contract.read_target(mapped)

@@ -16,7 +16,7 @@ import click
 def _floats(text: str | None) -> list[float] | None:
     if text is None:
         return None
-    from compiler.errors import AcompileError
+    from runtime.errors import AcompileError
 
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -27,7 +27,7 @@ def _floats(text: str | None) -> list[float] | None:
 def _bound(text: str | None) -> float | str | None:
     if text is None or str(text).strip().lower() == "calibrated":
         return None if text is None else "calibrated"
-    from compiler.errors import AcompileError
+    from runtime.errors import AcompileError
 
     try:
         return float(text)
@@ -46,7 +46,8 @@ _OPTIONS = [
                  help="Comma list of none, global (GDC), column, bn (AdaBS BN re-estimation), global+bn. "
                       "Default none,global,bn (bn left out for models without BatchNormalization)."),
     click.option("--seed", default=0, show_default=True, type=int, help="Seed; (seed, chip) fixes a chip."),
-    click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
+    click.option("--compute", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+                 help="Where torch runs the emulation (the memory device is the target's [device])."),
     click.option("--batch-size", default=128, show_default=True, type=int,
                  help="Images per batch (128 keeps a CPU batch in cache; larger suits CUDA)."),
     click.option("--limit", default=None, type=int, help="Evaluate on the first N test images."),
@@ -85,7 +86,7 @@ _OPTIONS = [
     click.option("--quiet", is_flag=True, help="No progress bar."),
 ]
 
-EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "device", "batch_size", "limit", "balanced",
+EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "compute", "batch_size", "limit", "balanced",
                "calib", "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise",
                "no_drift", "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise",
                "out_bound", "input_range", "kernels", "threads", "no_baseline", "quiet")
@@ -117,7 +118,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         chips=int(kw.get("chips") or 10),
         compensation=[m for m in (kw.get("compensation") or "none,global,bn").split(",") if m.strip()],
         compensation_given=bool(kw.get("compensation")),
-        seed=int(kw.get("seed") or 0), device=kw.get("device") or "cpu",
+        seed=int(kw.get("seed") or 0), compute=kw.get("compute") or "cpu",
         batch_size=int(kw.get("batch_size") or 128), limit=kw.get("limit"),
         calib=int(kw["calib"]) if kw.get("calib") is not None else 1000,
         mean=_floats(kw.get("mean")), std=_floats(kw.get("std")), scale=kw.get("scale"),

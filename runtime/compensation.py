@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 METHODS = ("none", "global", "column", "bn", "global+bn")
 

@@ -1,7 +1,8 @@
 """Datasets and preprocessing: where the images come from and how a model wants them.
 
 Data is found via an explicit path, then `$ACOMPILE_DATA`, then `../shared/data` beside the repo, then
-`models/data/` (tiny subsets bundled for the demo). Images stay uint8 until `Preprocessing.apply`, so the
+`models/data/` (tiny subsets bundled for the demo); the `models` package says where those two are
+(`models.shared_data_dirs()`, `models.DATA_DIR`). Images stay uint8 until `Preprocessing.apply`, so the
 model's own recipe (carried in its ONNX metadata) decides the float conversion.
 """
 
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import AcompileError
+import models
+from runtime import contract
+from runtime.errors import AcompileError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_DATA = REPO_ROOT / "models" / "data"
-PREPROCESSING_KEY = "acompile.preprocessing"
+PREPROCESSING_KEY = contract.META_PREPROCESSING
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -118,7 +119,7 @@ def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
         roots.append(Path(explicit))
     if os.environ.get("ACOMPILE_DATA"):
         roots.append(Path(os.environ["ACOMPILE_DATA"]))
-    roots += [REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    roots += models.shared_data_dirs()
     return roots
 
 
@@ -192,8 +193,8 @@ def _load_idx(name: str, split: str, root) -> Dataset:
     lab = _find(f"{folder}/{prefix}-labels-idx1-ubyte.gz", root)
     if img is None or lab is None:
         bundled = _BUNDLED.get((name, split))
-        if bundled and (BUNDLED_DATA / bundled).exists():
-            return _load_npz(BUNDLED_DATA / bundled, "test")
+        if bundled and (models.DATA_DIR / bundled).exists():
+            return _load_npz(models.DATA_DIR / bundled, "test")
         raise AcompileError(
             f"{name} ({split}) not found: pass --data PATH, set $ACOMPILE_DATA, or place it in ../shared/data"
         )

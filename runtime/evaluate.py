@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 import torch
 
-from compiler.errors import AcompileError
 from runtime import compensation as comp
 from runtime.analog_tile import AnalogLayer, AnalogSettings, analog_factory
 from runtime.baseline import OrtBaseline, target_of
+from runtime.errors import AcompileError
 from runtime.executor import Executor, load_model
 from runtime.memory import keep_freed_memory
 
@@ -77,7 +77,7 @@ class EvalConfig:
     compensation: list[str] = field(default_factory=lambda: ["none", "global", "bn"])
     compensation_given: bool = True  # False: defaults, so bn is dropped for models without BN
     seed: int = 0
-    device: str = "cpu"
+    compute: str = "cpu"  # torch device the emulation runs on: cpu | cuda
     batch_size: int = 128
     limit: int | None = None
     calib: int = 1000
@@ -246,14 +246,14 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
     model = load_model(mapped)
     target = target_of(model)
     settings = AnalogSettings.from_target(target, **cfg.overrides)
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise AcompileError("--device cuda: no CUDA device is available")
+    if cfg.compute.startswith("cuda") and not torch.cuda.is_available():
+        raise AcompileError("--compute cuda: no CUDA device is available")
     if cfg.chips < 1 or cfg.batch_size < 1:
         raise AcompileError("--chips and --batch-size must be >= 1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     x, y, xc, calib_source, data_name = _prepare_data(model, cfg)
-    emu = Emulator(model, settings, cfg.device)
+    emu = Emulator(model, settings, cfg.compute)
     requested = cfg.compensation
     if not cfg.compensation_given and not emu.bn_layers:
         requested = [m for m in requested if m != "bn"]
@@ -270,7 +270,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         "schema": "acompile.retention/1",
         "model": str(mapped) if not isinstance(mapped, onnx.ModelProto) else model.graph.name,
         "target": target.get("name"), "data": data_name, "n_images": int(len(y)),
-        "chips": cfg.chips, "seed": cfg.seed, "device": cfg.device, "times": cfg.times,
+        "chips": cfg.chips, "seed": cfg.seed, "compute": cfg.compute, "times": cfg.times,
         "metric": "balanced-accuracy" if cfg.balanced else "accuracy",
         "compensation": methods,
         "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},

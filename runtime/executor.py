@@ -1,4 +1,4 @@
-"""Run an ONNX graph (standard ops + ai.acompile analog nodes) on torch tensors.
+"""Run an ONNX graph (standard ops + the analog nodes of runtime.contract) on torch tensors.
 
 Built once per model: initializers become tensors, attributes are decoded, constant sub-graphs are
 folded and every node gets its converter's callable, so a batch only runs torch calls.
@@ -15,10 +15,10 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from compiler.errors import AcompileError
+from runtime import contract
+from runtime.errors import AcompileError
 from runtime.ops import OPS, NodeInfo, _load
 
-ANALOG_DOMAIN = "ai.acompile"
 AnalogFactory = Callable[[NodeInfo, onnx.NodeProto], Callable[..., Any]]
 
 
@@ -125,9 +125,9 @@ def run_step(env: dict[str, Any], fn: Callable[..., Any], ins: list[str], outs: 
 class Executor:
     """A mapped (or plain) ONNX graph as a torch callable: `executor(x) -> output tensor(s)`.
 
-    `analog_factory(info, node)` builds the module for each ai.acompile node; `analog_layers` keeps
-    them (in graph order) for programming and compensation; `bn_layers` keeps BatchNormalization
-    nodes for the `bn` compensation.
+    `analog_factory(info, node)` builds the module for each analog (contract.DOMAIN) node;
+    `analog_layers` keeps them (in graph order) for programming and compensation; `bn_layers` keeps
+    BatchNormalization nodes for the `bn` compensation.
     """
 
     def __init__(self, model: onnx.ModelProto | str | Path, *, device: str | torch.device = "cpu",
@@ -167,9 +167,9 @@ class Executor:
         info = NodeInfo(name=name, op_type=node.op_type, attrs=attrs,
                         consts=[consts.get(i) if i else None for i in node.input], n_inputs=len(node.input),
                         n_outputs=len(node.output), opset=self.opset)
-        if node.domain == ANALOG_DOMAIN:
-            if node.op_type not in ("AnalogConv", "AnalogMatMul"):
-                raise AcompileError(f"node '{name}' ({ANALOG_DOMAIN}::{node.op_type}): unknown analog op")
+        if node.domain == contract.DOMAIN:
+            if node.op_type not in contract.ANALOG_OPS:
+                raise AcompileError(f"node '{name}' ({contract.DOMAIN}::{node.op_type}): unknown analog op")
             if self.analog_factory is None:
                 from runtime.analog_tile import ideal_analog
 

@@ -31,9 +31,10 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from runtime import contract  # noqa: E402
 from runtime.data import PREPROCESSING_KEY, Preprocessing  # noqa: E402
 
-SOURCE_KEY = "acompile.source"
+SOURCE_KEY = contract.META_SOURCE
 DEFAULT_NPZ = REPO.parent / "shared" / "pretrained" / "resnet32-cifar10-idelbayev.npz"
 DEFAULT_OUT = REPO / "models" / "resnet32-cifar10-plain.onnx"
 N_WEIGHTS = 461_872  # conv + linear weights (no biases, no BN)
@@ -164,10 +165,9 @@ def export(model: nn.Module, path: Path, npz_sha: str) -> None:
         )
     proto = onnx.load(str(path))
     proto.graph.name = "resnet32-cifar10-idelbayev"
-    del proto.metadata_props[:]
-    proto.metadata_props.add(key=PREPROCESSING_KEY, value=PREPROCESSING.to_json())
     source = dict(SOURCE, npz="resnet32-cifar10-idelbayev.npz", npz_sha256=npz_sha)
-    proto.metadata_props.add(key=SOURCE_KEY, value=json.dumps(source, sort_keys=True))
+    contract.set_metadata(proto, {PREPROCESSING_KEY: PREPROCESSING.to_json(),
+                                  SOURCE_KEY: json.dumps(source, sort_keys=True)})
     onnx.checker.check_model(proto)
     ops = [n.op_type for n in proto.graph.node]
     counts = {op: ops.count(op) for op in ("BatchNormalization", "Conv", "Gemm")}

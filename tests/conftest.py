@@ -1,4 +1,4 @@
-"""Shared fixtures: ONNX exports of tests/archs.py networks (cached per session) and a CLI runner."""
+"""Shared fixtures: ONNX exports of models/archs.py networks (cached per session) and a CLI runner."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def onnx_export(tmp_path_factory) -> Callable[..., Path]:
     def get(name: str, dynamo: bool = False, opset: int = 17, **kw) -> Path:
         key = (name, dynamo, opset, tuple(sorted(kw.items())))
         if key not in cache:
-            from tests.archs import ARCHS, export
+            from models.archs import ARCHS, export
 
             model, x = ARCHS[name]()
             tag = f"{name}_{'dyn' if dynamo else 'leg'}_{opset}" + "".join(f"_{k}{v}" for k, v in kw.items())

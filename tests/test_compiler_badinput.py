@@ -15,6 +15,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from runtime import contract
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,10 +62,10 @@ def test_weight_behind_identity_transpose_reshape_is_folded(run_cli, tmp_path, p
     code, _, err = run_cli(src, "--target", "ideal")
     assert code == 0, err
     m = onnx.load(str(tmp_path / "m.pcm.onnx"))
-    node = next(n for n in m.graph.node if n.domain == "ai.acompile")
+    node = next(n for n in m.graph.node if n.domain == contract.DOMAIN)
     W = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == node.input[1]))
     assert np.array_equal(W, np.arange(32, dtype=np.float32).reshape(8, 4) / 10 - 1.5)
-    assert [n.op_type for n in m.graph.node] == ["AnalogMatMul"]  # dead weight chain removed
+    assert [n.op_type for n in m.graph.node] == [contract.ANALOG_MATMUL]  # dead weight chain removed
 
 
 def test_gemm_transA_transB(run_cli, tmp_path):
@@ -78,7 +80,7 @@ def test_gemm_transA_transB(run_cli, tmp_path):
     code, _, err = run_cli(src, "--target", "ideal")
     assert code == 0, err
     m = onnx.load(str(tmp_path / "g.pcm.onnx"))
-    assert [n.op_type for n in m.graph.node] == ["Transpose", "AnalogMatMul"]
+    assert [n.op_type for n in m.graph.node] == ["Transpose", contract.ANALOG_MATMUL]
     W = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name.endswith(".W")))
     assert np.array_equal(W, w.T)
     attrs = {a.name: helper.get_attribute_value(a) for a in m.graph.node[1].attribute}

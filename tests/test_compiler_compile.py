@@ -1,4 +1,4 @@
-"""End-to-end compiler tests on real networks (tests/archs.py) exported with torch.
+"""End-to-end compiler tests on real networks (models/archs.py) exported with torch.
 
 Tile counts are checked against hand-computed values: a matrix of rows x cols needs
 ceil(rows/256) * ceil(cols/256) tiles of 256x256 (conv rows = C_in*kh*kw, cols = C_out).
@@ -16,6 +16,7 @@ import pytest
 from onnx import numpy_helper
 
 from compiler.tiling import Block, check_no_overlap
+from runtime import contract
 
 
 def tiles(rows: int, cols: int, r: int = 256, c: int = 256) -> int:
@@ -30,12 +31,12 @@ def compile_ok(run_cli, src: Path, out: Path, *args: str) -> dict:
         assert out.with_suffix(f".{ext}").is_file(), ext
     m = onnx.load(str(out))
     onnx.checker.check_model(m)
-    assert any(n.domain == "ai.acompile" for n in m.graph.node)
+    assert any(n.domain == contract.DOMAIN for n in m.graph.node)
     return json.loads(out.with_suffix(".json").read_text())
 
 
 def analog_nodes(path: Path) -> list[onnx.NodeProto]:
-    return [n for n in onnx.load(str(path)).graph.node if n.domain == "ai.acompile"]
+    return [n for n in onnx.load(str(path)).graph.node if n.domain == contract.DOMAIN]
 
 
 def test_resnet20_tiles_and_bn_kept(run_cli, onnx_export, tmp_path):
@@ -60,7 +61,7 @@ def test_resnet20_tiles_and_bn_kept(run_cli, onnx_export, tmp_path):
     assert conv1["matrix"] == [27, 16] and conv1["mvms_per_inference"] == 32 * 32
     mvms = sum(ly["mvms_per_inference"] * ly["blocks"] for ly in rep["layers"])
     assert rep["totals"]["energy_per_inference_uj"] == pytest.approx(mvms * 12483.0e-6, rel=1e-6)
-    assert {n.op_type for n in analog_nodes(tmp_path / "r20.onnx")} == {"AnalogConv", "AnalogMatMul"}
+    assert {n.op_type for n in analog_nodes(tmp_path / "r20.onnx")} == set(contract.ANALOG_OPS)
 
 
 def test_resnet20_dynamo_exporter_same_mapping(run_cli, onnx_export, tmp_path):
@@ -71,7 +72,7 @@ def test_resnet20_dynamo_exporter_same_mapping(run_cli, onnx_export, tmp_path):
 
 
 def test_mlp_matmul_ideal_weights_exact(run_cli, onnx_export, tmp_path):
-    from tests.archs import mlp_matmul
+    from models.archs import mlp_matmul
 
     rep = compile_ok(run_cli, onnx_export("mlp_matmul"), tmp_path / "mlp.onnx", "--target", "ideal")
     # 784x300 -> 4*2 = 8, 300x100 -> 2*1 = 2, 100x10 -> 1
@@ -79,7 +80,7 @@ def test_mlp_matmul_ideal_weights_exact(run_cli, onnx_export, tmp_path):
     assert rep["totals"]["tiles"] == 11
     model, _ = mlp_matmul()
     nodes = analog_nodes(tmp_path / "mlp.onnx")
-    assert [n.op_type for n in nodes] == ["AnalogMatMul"] * 3
+    assert [n.op_type for n in nodes] == [contract.ANALOG_MATMUL] * 3
     mapped = onnx.load(str(tmp_path / "mlp.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in mapped.graph.initializer}
     for node, w in zip(nodes, model.weights, strict=True):
@@ -94,7 +95,7 @@ def test_mlp_matmul_ideal_weights_exact(run_cli, onnx_export, tmp_path):
 
 
 def test_ideal_conv_weights_exact(run_cli, onnx_export, tmp_path):
-    from tests.archs import resnet_cifar
+    from models.archs import resnet_cifar
 
     compile_ok(run_cli, onnx_export("resnet20"), tmp_path / "r.onnx", "--target", "ideal")
     model, _ = resnet_cifar(20)
@@ -102,11 +103,11 @@ def test_ideal_conv_weights_exact(run_cli, onnx_export, tmp_path):
              and m.weight is not None and m.weight.ndim == 4]
     m = onnx.load(str(tmp_path / "r.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-    got = [inits[n.input[1]] for n in m.graph.node if n.op_type == "AnalogConv"]
+    got = [inits[n.input[1]] for n in m.graph.node if n.op_type == contract.ANALOG_CONV]
     assert len(got) == len(convs)
     for W, w in zip(got, convs, strict=True):
         assert np.array_equal(W.T.reshape(w.shape), w)
-    assert json.loads(dict((p.key, p.value) for p in m.metadata_props)["acompile.target"])["name"] == "ideal"
+    assert contract.read_target(m)["name"] == "ideal"
 
 
 def test_mobilenet_depthwise_digital(run_cli, onnx_export, tmp_path):
@@ -207,7 +208,7 @@ def test_report_command_formats(run_cli, onnx_export, tmp_path):
 
 def test_default_output_and_metadata_kept(run_cli, onnx_export, tmp_path):
     m = onnx.load(str(onnx_export("mlp_matmul")))
-    m.metadata_props.append(onnx.StringStringEntryProto(key="acompile.preprocessing", value='{"x": 1}'))
+    m.metadata_props.append(onnx.StringStringEntryProto(key=contract.META_PREPROCESSING, value='{"x": 1}'))
     src = tmp_path / "net.onnx"
     onnx.save(m, str(src))
     code, out, err = run_cli(src)
@@ -215,8 +216,9 @@ def test_default_output_and_metadata_kept(run_cli, onnx_export, tmp_path):
     dst = tmp_path / "net.pcm.onnx"
     assert dst.is_file() and all((tmp_path / f"net.pcm.{e}").is_file() for e in ("json", "md", "png"))
     meta = {p.key: p.value for p in onnx.load(str(dst)).metadata_props}
-    assert meta["acompile.preprocessing"] == '{"x": 1}' and meta["acompile.format"] == "1"
-    assert json.loads(meta["acompile.mapping"])["totals"]["tiles"] == 11
+    assert meta[contract.META_PREPROCESSING] == '{"x": 1}'
+    assert meta[contract.META_FORMAT] == contract.FORMAT_VERSION
+    assert json.loads(meta[contract.META_MAPPING])["totals"]["tiles"] == 11
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["net.onnx", "net.pcm.onnx", "net.pcm.json", "net.pcm.md", "net.pcm.png"])
 

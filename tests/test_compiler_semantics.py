@@ -5,53 +5,52 @@ gives the original model's outputs.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from runtime import contract
+
 
 def delower(mapped: onnx.ModelProto) -> onnx.ModelProto:
+    """Standard ops from each analog node, as CONTRACTS §3 states them (the node read by the contract's
+    reader, which also checks that its tile blocks cover W exactly)."""
     g = mapped.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    inits = {t.name: t for t in g.initializer}
     nodes, extra = [], []
     for n in g.node:
-        if n.domain != "ai.acompile":
+        if not contract.is_analog(n):
             nodes.append(n)
             continue
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-        W = inits[n.input[1]]
-        blocks = json.loads(a["tiles"])
-        cells = sum((b["row_end"] - b["row_start"]) * (b["col_end"] - b["col_start"]) for b in blocks)
-        assert cells == W.size
-        if n.op_type == "AnalogConv":
-            k = list(a["kernel_shape"])
-            c_out = W.shape[1]
-            w = np.ascontiguousarray(W.T.reshape(c_out, -1, *k))
-            extra.append(numpy_helper.from_array(w, n.name + ".conv_w"))
-            ins = [n.input[0], n.name + ".conv_w"] + ([n.input[3]] if len(n.input) > 3 else [])
-            nodes.append(helper.make_node("Conv", ins, list(n.output), name=n.name, kernel_shape=k,
-                                          strides=a["strides"], pads=a["pads"], dilations=a["dilations"]))
+        a = contract.read_analog_node(n, inits)
+        assert sum(b.height * b.width for b in a.tiles) == a.W.size
+        if a.is_conv:
+            # conv_weight = W.T.reshape(C_out, C_in, kh, kw)
+            w = np.ascontiguousarray(a.W.T.reshape(a.cols, -1, *a.kernel_shape))
+            extra.append(numpy_helper.from_array(w, a.name + ".conv_w"))
+            ins = [a.x, a.name + ".conv_w"] + ([a.bias_name] if a.bias_name else [])
+            nodes.append(helper.make_node("Conv", ins, a.outputs, name=a.name, kernel_shape=a.kernel_shape,
+                                          strides=a.strides, pads=a.pads, dilations=a.dilations))
         else:
-            mm = n.name + ".mm"
-            nodes.append(helper.make_node("MatMul", [n.input[0], n.input[1]], [mm]))
-            alpha = numpy_helper.from_array(np.array(a["alpha"], np.float32), n.name + ".alpha")
+            # Y = alpha * (X @ W) + beta * B
+            mm = a.name + ".mm"
+            nodes.append(helper.make_node("MatMul", [a.x, a.w_name], [mm]))
+            alpha = numpy_helper.from_array(np.array(a.alpha, np.float32), a.name + ".alpha")
             extra.append(alpha)
-            if len(n.input) > 3:
-                beta = numpy_helper.from_array(np.array(a["beta"], np.float32), n.name + ".beta")
+            if a.bias_name:
+                beta = numpy_helper.from_array(np.array(a.beta, np.float32), a.name + ".beta")
                 extra.append(beta)
                 nodes.append(helper.make_node("Mul", [mm, alpha.name], [mm + "a"]))
-                nodes.append(helper.make_node("Mul", [n.input[3], beta.name], [mm + "b"]))
-                nodes.append(helper.make_node("Add", [mm + "a", mm + "b"], list(n.output)))
+                nodes.append(helper.make_node("Mul", [a.bias_name, beta.name], [mm + "b"]))
+                nodes.append(helper.make_node("Add", [mm + "a", mm + "b"], a.outputs))
             else:
-                nodes.append(helper.make_node("Mul", [mm, alpha.name], list(n.output)))
+                nodes.append(helper.make_node("Mul", [mm, alpha.name], a.outputs))
     del g.node[:]
     g.node.extend(nodes)
     g.initializer.extend(extra)
-    out = helper.make_model(g, opset_imports=[o for o in mapped.opset_import if o.domain != "ai.acompile"])
+    out = helper.make_model(g, opset_imports=[o for o in mapped.opset_import if o.domain != contract.DOMAIN])
     onnx.checker.check_model(out)
     return out
 
@@ -64,7 +63,7 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name, dynamo", [("resnet20", False), ("resnet20", True), ("mobilenet", False),
                                           ("mlp_matmul", False), ("vgg", False)])
 def test_mapped_equals_original(run_cli, onnx_export, tmp_path, name, dynamo):
-    from tests.archs import ARCHS
+    from models.archs import ARCHS
 
     src = onnx_export(name, dynamo=dynamo)
     out = tmp_path / "m.onnx"

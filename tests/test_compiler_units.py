@@ -44,7 +44,7 @@ def test_write_atomically_all_or_nothing(tmp_path):
     import pytest
 
     from compiler.artifact import write_atomically
-    from compiler.errors import AcompileError
+    from runtime.errors import AcompileError
 
     (tmp_path / "blocker.md").mkdir()  # os.replace onto a directory fails
     files = {tmp_path / "m.onnx": b"model", tmp_path / "blocker.md": b"report"}

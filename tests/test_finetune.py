@@ -26,9 +26,11 @@ from torch import nn
 from compiler.targets import load_target
 from hwtrain import finetune as ft
 from hwtrain.graph_module import OnnxGraphModule
-from runtime.data import REPO_ROOT, Dataset, load_dataset
+from models import DATA_DIR, model_path
+from runtime import contract
+from runtime.data import Dataset, load_dataset
 
-MNIST_1K = REPO_ROOT / "models" / "data" / "mnist-test-1k.npz"  # bundled: these tests never skip
+MNIST_1K = DATA_DIR / "mnist-test-1k.npz"  # bundled: these tests never skip
 MEAN_STD = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
 
 
@@ -158,11 +160,11 @@ def test_finetune_writes_the_same_graph_with_new_weights(tmp_path, tiny_cifar, r
     unchanged_ints = [k for k, v in ia.items() if v.dtype.kind in "iu"]
     assert not changed & set(unchanged_ints)
     meta = {p.key: p.value for p in b.metadata_props}
-    assert meta["acompile.parent_sha256"] == before
-    recipe = json.loads(meta["acompile.recipe"])
+    assert meta[contract.META_PARENT_SHA256] == before
+    recipe = json.loads(meta[contract.META_RECIPE])
     assert recipe["target"] == "pcm" and recipe["config"]["epochs"] == 1
-    assert json.loads(meta["acompile.finetune_target"])["name"] == "pcm"
-    assert json.loads(meta["acompile.preprocessing"])["mean"] == [0.5, 0.5, 0.5]
+    assert json.loads(meta[contract.META_FINETUNE_TARGET])["name"] == "pcm"
+    assert json.loads(meta[contract.META_PREPROCESSING])["mean"] == [0.5, 0.5, 0.5]
     assert "digital test accuracy" in stdout
     # weights were clipped to 2.5 std (the default) in the written model
     for k in weights:
@@ -172,7 +174,7 @@ def test_finetune_writes_the_same_graph_with_new_weights(tmp_path, tiny_cifar, r
 
 def test_finetune_the_bundled_mlp(tmp_path, run_cli):
     out = tmp_path / "mlp.hwa.onnx"
-    code, stdout, err = run_cli("finetune", REPO_ROOT / "models" / "mlp-mnist.onnx", "--data", MNIST_1K,
+    code, stdout, err = run_cli("finetune", model_path("mlp-mnist.onnx"), "--data", MNIST_1K,
                                 "--epochs", "1", "--limit", "500", "-o", out, "--quiet")
     assert code == 0, err
     acc = float(stdout.split("digital test accuracy")[1].split("%")[0])
@@ -184,7 +186,7 @@ def _mlp_untrained(path: Path) -> Path:
     m = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
     export(m, torch.randn(2, 1, 28, 28), path, dynamo=False)
     proto = onnx.load(str(path))
-    proto.metadata_props.add(key="acompile.preprocessing",
+    proto.metadata_props.add(key=contract.META_PREPROCESSING,
                              value='{"layout": "NCHW", "scale": 0.00392156862745098, "mean": [0.1307], '
                                    '"std": [0.3081], "input_shape": [1, 28, 28], "dataset": "mnist"}')
     onnx.save(proto, str(path))
@@ -240,7 +242,7 @@ def _graph(path: Path, nodes, inputs, outputs, inits, meta: bool = True) -> Path
     m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits),
                           opset_imports=[helper.make_opsetid("", 17)])
     if meta:
-        m.metadata_props.add(key="acompile.preprocessing",
+        m.metadata_props.add(key=contract.META_PREPROCESSING,
                              value='{"layout": "flat", "scale": 0.00392156862745098, "mean": [0.13], '
                                    '"std": [0.31], "input_shape": [1, 28, 28], "dataset": "mnist"}')
     onnx.save(m, str(path))

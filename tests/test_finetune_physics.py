@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.targets import load_target
 from hwtrain.analog_hwa import HWAKnobs
 from hwtrain.finetune import prepare
+from runtime import contract
 from runtime.analog_tile import AnalogSettings
 from runtime.evaluate import Emulator
 
@@ -36,7 +37,7 @@ def _conv_model(path, c_in=64, c_out=40, seed=0) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c_out, 6, 6])],
                           [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.metadata_props.add(key="acompile.preprocessing", value=PREP)
+    m.metadata_props.add(key=contract.META_PREPROCESSING, value=PREP)
     onnx.save(m, str(path))
 
 
@@ -48,7 +49,7 @@ def _gemm_model(path, k=600, n=30, seed=1) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
                           [numpy_helper.from_array(w, "w")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.metadata_props.add(key="acompile.preprocessing",
+    m.metadata_props.add(key=contract.META_PREPROCESSING,
                          value='{"layout": "flat", "scale": 1.0, "mean": [0.0], "std": [1.0], '
                                '"input_shape": [1, 1, 600]}')
     onnx.save(m, str(path))

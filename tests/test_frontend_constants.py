@@ -35,6 +35,7 @@ from torch import nn
 from compiler.pipeline import compile_model
 from compiler.targets import load_target
 from models.zoo import CifarResNet
+from runtime import contract
 from runtime.baseline import OrtBaseline
 from runtime.executor import Executor, to_torch
 
@@ -156,8 +157,7 @@ def test_torch_export_patterns_ideal_equals_onnxruntime(pattern, exporter, tmp_p
     batch = 2 if exporter == "legacy" else 3  # a static export takes its own batch only
     xb = torch.randn(batch, 3, 4, 4, generator=torch.Generator().manual_seed(2)).numpy()
     mapped = compile_and_compare(src, tmp_path, [xb])
-    assert {n.op_type for n in mapped.graph.node if n.domain == "ai.acompile"} == {"AnalogConv",
-                                                                                  "AnalogMatMul"}
+    assert {n.op_type for n in mapped.graph.node if n.domain == contract.DOMAIN} == set(contract.ANALOG_OPS)
     with torch.no_grad():  # and the export itself is the torch model
         assert_same(ort_run(src, xb)[0], model(torch.from_numpy(xb)).numpy(), 1e-5, "export vs torch")
 
@@ -446,7 +446,7 @@ def test_constant_kinds_ideal_equals_onnxruntime(name, tmp_path):
     onnx.save(build(), str(src))
     x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32) * 2
     mapped = compile_and_compare(src, tmp_path, [x], tol)
-    assert sum(n.domain == "ai.acompile" for n in mapped.graph.node) == n_analog
+    assert sum(n.domain == contract.DOMAIN for n in mapped.graph.node) == n_analog
     # every ai.acompile node is float32 (CONTRACTS section 3) whatever the model's own float type: a
     # float16 / float64 layer computes between two Casts
     for t in mapped.graph.initializer:
@@ -475,7 +475,7 @@ def test_to_torch_keeps_rank_and_dtype():
         elif arr.dtype != np.uint64:
             np.testing.assert_array_equal(t.numpy(), arr.astype(t.numpy().dtype))
     assert to_torch(np.array(2**64 - 1, np.uint64)).to(torch.uint64).item() == 2**64 - 1
-    from compiler.errors import AcompileError
+    from runtime.errors import AcompileError
 
     with pytest.raises(AcompileError, match="not supported"):
         to_torch(np.array(["a"], dtype=object))

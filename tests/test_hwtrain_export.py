@@ -86,9 +86,9 @@ def test_small_models_export(tmp_path, name):
 
 @pytest.mark.parametrize("name, layout", [("mlp-mnist", "flat"), ("lenet5-mnist", "NCHW")])
 def test_bundled_models_metadata(name, layout):
-    from pathlib import Path
+    from models import model_path
 
-    path = Path(__file__).resolve().parent.parent / "models" / f"{name}.onnx"
+    path = model_path(f"{name}.onnx")
     if not path.exists():
         pytest.skip("bundled model not built yet")
     assert path.stat().st_size < 2_000_000

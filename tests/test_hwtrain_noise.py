@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from compiler.errors import AcompileError
 from hwtrain.noise import (
     HWAConfig,
     apply_hwa,
@@ -17,7 +18,9 @@ from hwtrain.noise import (
     strip_hwa,
     weight_noise_std,
 )
-from runtime.physics.pcm import prog_noise_std
+from runtime.errors import AcompileError
+from runtime.physics import constants as C
+from runtime.physics.devices.pcm import prog_noise_std
 
 
 def _linear(seed: int = 0) -> nn.Linear:
@@ -51,13 +54,52 @@ def test_eval_mode_is_noise_free():
     assert torch.equal(layer.weight, clean)
 
 
-def test_pcm_shaped_noise_follows_programming_curve():
-    w = torch.linspace(-1.0, 1.0, 101)
+def _prog_sigma_rel(x: torch.Tensor) -> torch.Tensor:
+    """PCM programming-noise std relative to g_max at x = g / g_max (constants.py fit, made at PCM_G_MAX)."""
+    c0, c1, c2 = C.PCM_PROG_NOISE_COEFFS
+    return (c0 + c1 * x + c2 * x * x).clamp(min=0.0) / C.PCM_G_MAX
+
+
+@pytest.mark.parametrize("w_max", [0.05, 7.0])
+def test_pcm_shaped_noise_follows_programming_curve(w_max):
+    """std(w) = (eta / HWA_ETA_TRAIN) * sigma_prog(|w| / max|W| * g_max) / g_max * max|W|: the programming
+    noise of the conductance that encodes w, in weight units (max|W| far from 1, so its factor counts)."""
+    w = torch.linspace(-w_max, w_max, 101)
     cfg = HWAConfig(noise=0.038, noise_shape="pcm")
     std = weight_noise_std(w, cfg)
-    expected = prog_noise_std(w.abs() * cfg.g_max) / cfg.g_max
-    assert torch.allclose(std, expected)
+    expected = (0.038 / C.HWA_ETA_TRAIN) * _prog_sigma_rel(w.abs() / w_max) * w_max
+    assert torch.allclose(std, expected, rtol=1e-5)
+    # the same curve as the shared PCM inference model's programming noise (its g_max is the fit's)
+    g_max = C.PCM_G_MAX
+    assert torch.allclose(std, prog_noise_std(w.abs() / w_max * g_max, g_max) / g_max * w_max)
     assert std[50] > 0  # zero weights still get the device's noise floor
+
+
+@pytest.mark.parametrize("w_max", [0.05, 7.0])
+@pytest.mark.parametrize("eta", [C.HWA_ETA_TRAIN, 0.02])
+def test_pcm_shaped_noise_injected_std_is_measured(w_max, eta):
+    """The noise a training-mode forward actually adds, measured per weight level over many draws, against
+    (eta / HWA_ETA_TRAIN) * sigma_prog(x g_max) / g_max * max|W|, x = |w| / max|W|."""
+    torch.manual_seed(0)
+    levels = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    cols, draws = 2000, 10
+    layer = nn.Linear(cols, len(levels), bias=False)
+    sign = torch.where(torch.arange(cols) % 2 == 0, 1.0, -1.0)
+    with torch.no_grad():
+        layer.weight.copy_(levels[:, None] * w_max * sign)
+    clean = layer.weight.detach().clone()
+    apply_hwa(layer, HWAConfig(noise=eta, noise_shape="pcm", clip=0.0))
+    layer.train()
+    noise = torch.stack([layer.weight.detach() - clean for _ in range(draws)]).double()  # [draws, level, col]
+    n = draws * cols
+    for i, x in enumerate(levels):
+        want = (eta / C.HWA_ETA_TRAIN) * float(_prog_sigma_rel(x)) * w_max
+        got = noise[:, i].flatten()
+        # Gaussian samples: SE(mean) = sigma / sqrt(n), SE(std) = sigma / sqrt(2 (n - 1)); 5 SE
+        mean, std = float(got.mean()), float(got.std())
+        tol_mean, tol_std = 5 * want / math.sqrt(n), 5 * want / math.sqrt(2 * (n - 1))
+        assert abs(mean) < tol_mean, f"level {float(x)}: mean {mean:.4g}"
+        assert abs(std - want) < tol_std, f"level {float(x)}: std {std:.4g}, expected {want:.4g}"
 
 
 def test_clipping_bounds_hold():

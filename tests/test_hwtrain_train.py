@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from compiler.cli import main
-from compiler.errors import AcompileError
 from hwtrain.noise import HWAConfig
 from hwtrain.train import TrainConfig, augment_crop_flip, evaluate, lr_at, train
 from models import zoo
 from runtime.data import Dataset, load_dataset
+from runtime.errors import AcompileError
 
 
 def _mnist(split: str, n: int) -> Dataset:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 
+import onnx
 import pytest
 import torch
 
-from compiler.errors import AcompileError
+from hwtrain.inmemory.algorithms.analog_sgd import AnalogSGDRule
 from hwtrain.inmemory.algorithms.mixed_precision import MixedPrecisionRule
 from hwtrain.inmemory.params import parse_assignments, resolve
 from hwtrain.inmemory.pulse_trains import coincidence_counts
 from hwtrain.inmemory.run import train_inmemory
+from runtime import contract
+from runtime.errors import AcompileError
+from runtime.physics import constants as C
+from runtime.physics.rpu_devices import RPUConfig
+from tests.test_inmemory_devices import assert_moments, set_pulse_stats, set_ramp_eps_us
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -37,15 +44,40 @@ def test_chi_bookkeeping_conserves_the_update() -> None:
 
 
 def test_mixed_precision_pulses_move_weights_by_eps_on_average() -> None:
+    """An accumulated update of 1.5 eps (eps from constants.py, not from the rule) fires exactly one SET pulse
+    on G+, leaves 0.5 eps in chi, and moves w by one SET increment (the J. Appl. Phys. 2018 fit at each
+    device's state) in weight units w_max / PCM_TRAIN_G_MAX."""
     gen = _gen(1)
-    rule = MixedPrecisionRule(torch.zeros(200, 200), w_max=1.0, gen=gen)
-    w0 = rule.weights().clone()
-    x = torch.ones(1, 200)
-    g = -torch.ones(1, 200)
-    rule.step(x, g, lr=rule.eps * 1.5)  # exactly one pulse on G+ per device
-    dw = rule.weights() - w0
-    assert float(dw.mean()) > 0
-    assert rule.pulses == 200 * 200
+    w_max, shape = 1.0, (200, 200)
+    rule = MixedPrecisionRule(torch.zeros(shape), w_max=w_max, gen=gen, read_noise=False)
+    w_per_us = w_max / C.PCM_TRAIN_G_MAX
+    eps = set_ramp_eps_us() * w_per_us
+    g0, n0, w0 = rule.pair.g_pos.clone(), rule.pair.n_pos.clone(), rule.weights().clone()
+    rule.step(torch.ones(1, shape[1]), -torch.ones(1, shape[0]), lr=1.5 * eps)
+    assert rule.pulses == shape[0] * shape[1]
+    assert torch.allclose(rule.chi, torch.full(shape, 0.5 * eps), rtol=1e-4)
+    dg = (rule.weights() - w0) / w_per_us
+    stats = [set_pulse_stats(float(g), float(n)) for g, n in zip(g0.flatten(), n0.flatten(), strict=True)]
+    m_i = torch.tensor([m for m, _ in stats], dtype=torch.float64)
+    s_i = torch.tensor([s for _, s in stats], dtype=torch.float64)
+    # a mixture over the devices' states: total variance = mean of the variances + variance of the means
+    std = math.sqrt(float((s_i**2).mean() + m_i.var(unbiased=False)))
+    assert_moments(dg, float(m_i.mean()), std, "dG of one mixed-precision pulse")
+
+
+def test_analog_sgd_update_has_the_sgd_expectation() -> None:
+    """Gokmen's RPU (RPU_DW_MIN, BL = RPU_BL): E[dW] = lr * sum_b d_b x_b^T. The pulse probability and the
+    step size must agree: a wrong dw_min in either (pulse trains or device) scales the update."""
+    gen = _gen(4)
+    shape, batch, lr, x_val, d_val = (100, 100), 20, 1e-3, 0.5, 0.5
+    cfg = RPUConfig(kind="linear", dw_min=C.RPU_DW_MIN, w_bound=C.RPU_W_BOUND)
+    rule = AnalogSGDRule(torch.zeros(shape), cfg=cfg, bl=C.RPU_BL, gen=gen)
+    rule.step(torch.full((batch, shape[1]), x_val), torch.full((batch, shape[0]), -d_val), lr=lr)
+    expected = lr * batch * x_val * d_val
+    # coincidences per device ~ Binomial(B * BL, p q) with p = q = sqrt(lr / (dw_min BL) * |x| |d|)
+    slots, pq = batch * C.RPU_BL, lr / (C.RPU_DW_MIN * C.RPU_BL) * x_val * d_val
+    std = C.RPU_DW_MIN * math.sqrt(slots * pq * (1 - pq))
+    assert_moments(rule.weights(), expected, std, "analog SGD dW")
 
 
 def test_coincidence_counts_expectation_is_the_sgd_update() -> None:
@@ -115,15 +147,13 @@ def test_resume_from_checkpoint_continues(tmp_path) -> None:
 
 
 def test_trained_in_memory_model_exports_to_onnx(tmp_path) -> None:
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("hwtrain.export")
     out = tmp_path / "mp.onnx"
     m = train_inmemory("mlp", "mnist", "mixed-precision", "pcm", 1, params={"limit": 300, "test_limit": 100},
                        batch_size=25, lr=0.1, seed=0, out=out, json_path=None, resume=None, compute="cpu",
                        progress=False)
     assert m["onnx"] == str(out) and out.exists()
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert "mixed-precision" in meta.get("acompile.recipe", "")
+    assert "mixed-precision" in meta.get(contract.META_RECIPE, "")
 
 
 @pytest.mark.parametrize("variant,moves", [("ttv2", True), ("cttv2", False), ("agad", False)])

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from compiler.pipeline import map_model
 from compiler.targets import load_target
+from runtime import contract
 from runtime.data import PREPROCESSING_KEY, Preprocessing
 from runtime.executor import Executor
 
@@ -62,7 +63,7 @@ def test_metadata_preprocessing_and_source(proto):
     assert prep.layout == "NCHW" and prep.input_shape == [3, 32, 32] and prep.dataset == "cifar10"
     assert prep.scale == pytest.approx(1 / 255)
     assert prep.mean == [0.485, 0.456, 0.406] and prep.std == [0.229, 0.224, 0.225]
-    src = json.loads(meta["acompile.source"])
+    src = json.loads(meta[contract.META_SOURCE])
     assert src["author"] == "Yerlan Idelbayev" and src["licence"] == "BSD-2-Clause"
     assert src["source_sha256"] == "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850"
     assert len(src["npz_sha256"]) == 64

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from compiler.errors import AcompileError
 from models import zoo
+from runtime.errors import AcompileError
 
 
 def test_mlp_contract():

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from runtime.physics import constants as C
-from runtime.physics.pcm import (
-    PCMConfig,
-    PCMInferenceModel,
+from runtime.physics.devices import make_device
+from runtime.physics.devices.pcm import (
     drift_nu_stats,
     prog_noise_std,
     read_noise_q,
@@ -35,7 +34,7 @@ def _folded_mean_std(mu: float, sd: float) -> tuple[float, float]:
 
 @pytest.mark.parametrize("x", [0.2, 0.5, 0.8, 1.0])
 def test_programming_noise_std_matches_formula(x):
-    model = PCMInferenceModel(PCMConfig(drift=False, read_noise=False))
+    model = make_device("pcm", drift=False, read_noise=False)
     g = torch.full((N,), x * G_MAX)
     st = model.program(g, _gen())
     want = max(-1.1731 * x * x + 1.9650 * x + 0.26348, 0.0)
@@ -53,26 +52,26 @@ def test_programming_noise_scales_with_g_max():
 @pytest.mark.parametrize("x", [0.05, 0.3, 1.0])
 def test_drift_exponent_distribution(x):
     g = torch.full((N,), x * G_MAX)
-    st = PCMInferenceModel(PCMConfig(prog_noise=False, read_noise=False)).program(g, _gen(1))
+    st = make_device("pcm", prog_noise=False, read_noise=False).program(g, _gen(1))
     mu = min(max(-0.0155 * math.log(x) + 0.0244, 0.049), 0.1)
     sd = min(max(-0.0125 * math.log(x) - 0.0059, 0.008), 0.045)
     mu_f, sd_f = drift_nu_stats(g[:1], G_MAX)
     assert (float(mu_f), float(sd_f)) == pytest.approx((mu, sd), rel=1e-5)
     m, s = _folded_mean_std(mu, sd)
-    assert float(st.nu.mean()) == pytest.approx(m, rel=0.01)
-    assert float(st.nu.std()) == pytest.approx(s, rel=0.02)
-    assert float(st.nu.min()) >= 0
+    assert float(st.aux["nu"].mean()) == pytest.approx(m, rel=0.01)
+    assert float(st.aux["nu"].std()) == pytest.approx(s, rel=0.02)
+    assert float(st.aux["nu"].min()) >= 0
 
 
 def test_drift_power_law_in_time_and_not_cumulative():
     g = torch.linspace(1.0, G_MAX, 1000)
-    model = PCMInferenceModel(PCMConfig(prog_noise=False, read_noise=False))
+    model = make_device("pcm", prog_noise=False, read_noise=False)
     st = model.program(g, _gen(2))
     t0 = C.PCM_T0
     for t in (1.0, 3600.0, 86400.0, 3.15e7):
         gt = model.drift(st, t)
         slope = torch.log(gt / st.g_prog) / math.log((t + t0) / t0)
-        torch.testing.assert_close(slope, -st.nu, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(slope, -st.aux["nu"], rtol=1e-4, atol=1e-6)
     # every time point derives from the programmed state: asking twice gives the same answer
     torch.testing.assert_close(model.drift(st, 86400.0), model.drift(st, 86400.0))
     assert torch.equal(model.drift(st, 0.0), st.g_prog)
@@ -82,7 +81,7 @@ def test_drift_power_law_in_time_and_not_cumulative():
 @pytest.mark.parametrize("x", [0.1, 0.9])
 def test_read_noise_std_matches_formula(t, x):
     g = torch.full((N,), x * G_MAX)
-    model = PCMInferenceModel(PCMConfig(prog_noise=False))
+    model = make_device("pcm", prog_noise=False)
     st = model.program(g, _gen(3))
     gd = model.drift(st, t)
     noisy = model.read(st, t, _gen(4))
@@ -109,9 +108,9 @@ def test_quantizer_levels(bits):
 
 def test_same_generator_seed_reproduces_bit_for_bit():
     g = torch.rand(1000) * G_MAX
-    model = PCMInferenceModel()
+    model = make_device("pcm")
     a, b = model.program(g, _gen(7)), model.program(g, _gen(7))
-    assert torch.equal(a.g_prog, b.g_prog) and torch.equal(a.nu, b.nu)
+    assert torch.equal(a.g_prog, b.g_prog) and torch.equal(a.aux["nu"], b.aux["nu"])
     assert torch.equal(model.read(a, 100.0, _gen(8)), model.read(b, 100.0, _gen(8)))
     c = model.program(g, _gen(9))
     assert not torch.equal(a.g_prog, c.g_prog)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.errors import AcompileError
-from compiler.targets import builtin_target
-from runtime import compensation
+from compiler.targets import builtin_target, with_device
+from runtime import compensation, contract
 from runtime.analog_tile import AnalogSettings
+from runtime.errors import AcompileError
 from runtime.evaluate import Emulator, parse_times
 from runtime.executor import Executor
 from runtime.physics.periphery import quantize
@@ -37,7 +37,10 @@ def _target(**changes) -> dict:
     t = copy.deepcopy(builtin_target("pcm"))
     for key, v in changes.items():
         sec, name = key.split("__")
-        t[sec][name] = v
+        if (sec, name) == ("device", "model"):  # another device: its own keys and defaults
+            t = with_device(t, v)
+        else:
+            t[sec][name] = v
     return t
 
 
@@ -56,8 +59,8 @@ def test_dac_adc_match_periphery_quantize():
     layer.program(None)
     x = _x(k=100)
     y = emu.executor(x)
-    w = numpy_helper.to_array(next(i for i in mapped.graph.initializer if i.name == "fc__W"))
-    gs = numpy_helper.to_array(next(i for i in mapped.graph.initializer if i.name == "fc__G"))
+    inits = {i.name: numpy_helper.to_array(i) for i in mapped.graph.initializer}
+    w, gs = inits[contract.w_name("fc")], inits[contract.g_scale_name("fc")]
     w_n = torch.from_numpy(w * gs / 25.0)
     xn = quantize(x, 8, 2.0) / 2.0
     yn = quantize(xn @ w_n, 8, 10.0)
@@ -102,7 +105,7 @@ def test_row_blocks_sum_digitally_and_ideal_is_exact():
 
 
 def _conv_bn_model() -> onnx.ModelProto:
-    from tests.archs import export
+    from models.archs import export
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
                               torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10))

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 
+from models import DATA_DIR, model_path
 from runtime.evaluate import score
 
-REPO = Path(__file__).resolve().parent.parent
-MLP = REPO / "models" / "mlp-mnist.onnx"
-MNIST_1K = REPO / "models" / "data" / "mnist-test-1k.npz"
+MLP = model_path("mlp-mnist.onnx")
+MNIST_1K = DATA_DIR / "mnist-test-1k.npz"
 
 
 def test_score_plain_and_balanced_by_hand():

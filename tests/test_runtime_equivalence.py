@@ -9,9 +9,10 @@ import torch
 
 from compiler.pipeline import map_model
 from compiler.targets import load_target
+from models.archs import ARCHS, export
+from runtime import contract
 from runtime.baseline import OrtBaseline, reconstruct
 from runtime.executor import Executor
-from tests.archs import ARCHS, export
 
 FAST = ["mlp_matmul", "resnet20", "mobilenet", "vgg", "resnet50_small"]
 
@@ -31,7 +32,7 @@ def _check(name: str, tmp_path, dynamo: bool = False) -> None:
     # the baseline rebuilt from the mapped artifact alone is the original network
     rb = OrtBaseline(mapped)(xb.numpy())
     assert np.abs(rb - ref).max() <= 1e-4 * max(scale, 1.0)
-    assert not any(n.domain == "ai.acompile" for n in reconstruct(mapped).graph.node)
+    assert not any(n.domain == contract.DOMAIN for n in reconstruct(mapped).graph.node)
 
 
 @pytest.mark.parametrize("name", FAST)

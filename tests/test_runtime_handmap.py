@@ -1,7 +1,8 @@
 """A minimal hand-written mapper following CONTRACTS §3, so runtime tests need not wait on the compiler.
 
 `hand_map(model, target)` turns every Conv (group 1) / Gemm / MatMul with a constant weight into the
-ai.acompile nodes, with tiles per the target's tile size. Not a compiler: no normalization passes.
+analog nodes of runtime.contract (written by the contract's writer), with tiles per the target's tile
+size. Not a compiler: no normalization passes, no packing.
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
 from compiler.targets import builtin_target
+from runtime import contract
 
 
-def _tiles(rows: int, cols: int, R: int, C: int, start: int) -> list[dict]:
+def _tiles(rows: int, cols: int, R: int, C: int, start: int, per_chip: int) -> list[contract.TileBlock]:
     out, k = [], start
     for rs in range(0, rows, R):
         for cs in range(0, cols, C):
-            out.append({"tile": k, "chip": 0, "row_start": rs, "row_end": min(rs + R, rows),
-                        "col_start": cs, "col_end": min(cs + C, cols), "tile_row": 0, "tile_col": 0})
+            out.append(contract.TileBlock(tile=k, chip=k // per_chip, row_start=rs, row_end=min(rs + R, rows),
+                                          col_start=cs, col_end=min(cs + C, cols)))
             k += 1
     return out
 
@@ -43,17 +46,14 @@ def hand_map(model: onnx.ModelProto, target: str | dict = "ideal", tile: tuple[i
         if node.op_type == "Conv" and w is not None and a.get("group", 1) == 1 and w.ndim == 4:
             cout = w.shape[0]
             wm = w.reshape(cout, -1).T.astype(np.float32)
-            kind = "AnalogConv"
-            k = list(w.shape[2:])
-            extra = dict(kernel_shape=k, strides=list(a.get("strides", [1, 1])),
-                         pads=list(a.get("pads", [0, 0, 0, 0])), dilations=list(a.get("dilations", [1, 1])),
-                         group=1, orig_op="Conv")
+            kind = contract.ANALOG_CONV
+            attrs = contract.conv_attrs(list(w.shape[2:]), a.get("strides"), a.get("pads"),
+                                        a.get("dilations"))
             b = node.input[2] if len(node.input) > 2 else None
         elif node.op_type in ("Gemm", "MatMul") and w is not None and w.ndim == 2 and not a.get("transA", 0):
             wm = (w.T if a.get("transB", 0) else w).astype(np.float32)
-            kind = "AnalogMatMul"
-            extra = dict(alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)),
-                         orig_op=node.op_type)
+            kind = contract.ANALOG_MATMUL
+            attrs = contract.matmul_attrs(a.get("alpha", 1.0), a.get("beta", 1.0), orig_op=node.op_type)
             b = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else None
         else:
             nodes.append(node)
@@ -64,29 +64,34 @@ def hand_map(model: onnx.ModelProto, target: str | dict = "ideal", tile: tuple[i
             gs = np.where(mx > 0, g_max / np.where(mx > 0, mx, 1), 1.0)
         else:
             gs = np.full(cols, g_max / max(float(np.abs(wm).max()), 1e-30))
-        tiles = _tiles(rows, cols, R, C, ntile)
+        tiles = _tiles(rows, cols, R, C, ntile, t["tile"]["tiles_per_chip"])
         ntile += len(tiles)
-        wn, gn = f"{node.name}__W", f"{node.name}__G"
-        g.initializer.extend([numpy_helper.from_array(wm, wn),
-                              numpy_helper.from_array(gs.astype(np.float32), gn)])
-        ins = [node.input[0], wn, gn] + ([b] if b else [])
-        nodes.append(helper.make_node(kind, ins, list(node.output), name=node.name, domain="ai.acompile",
-                                      layer=node.name, tiles=json.dumps(tiles), **extra))
+        analog, weights = contract.make_analog_node(kind, node.name, node.input[0], wm, gs, list(node.output),
+                                                    attrs, tiles, bias=b)
+        g.initializer.extend(weights)
+        nodes.append(analog)
     del g.node[:]
     g.node.extend(nodes)
-    m.opset_import.append(helper.make_opsetid("ai.acompile", 1))
-    meta = {p.key: p.value for p in m.metadata_props}
-    meta.update({"acompile.format": "1", "acompile.target": json.dumps(t), "acompile.mapping": "{}"})
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.add(key=k, value=v)
+    contract.add_domain(m)
+    contract.set_metadata(m, contract.mapped_metadata(t, {}, keep=contract.read_metadata(m)))
     return m
 
 
-def test_hand_map_is_valid_onnx(tmp_path):
-    from tests.archs import export, mlp_matmul
-
-    model, x = mlp_matmul()
-    p = export(model, x, tmp_path / "m.onnx")
-    mapped = hand_map(onnx.load(p))
-    assert any(n.domain == "ai.acompile" for n in mapped.graph.node)
+@pytest.mark.parametrize("arch,kw", [("mlp_matmul", {}),
+                                     ("resnet20", {"tile": (64, 32), "weight_scale": "column"})])
+def test_hand_map_is_valid_onnx(onnx_export, arch, kw):
+    """CONTRACTS §3: the mapped artifact passes onnx.checker (full check: with shape/type inference)
+    and runtime.contract.check_mapped (the schema)."""
+    src = onnx.load(onnx_export(arch))
+    onnx.checker.check_model(src, full_check=True)  # the input is valid, so any error is hand_map's
+    mapped = hand_map(src, **kw)
+    onnx.checker.check_model(mapped, full_check=True)
+    analog = contract.check_mapped(mapped)  # attributes, tensors, tile blocks, metadata
+    assert {o.domain: o.version for o in mapped.opset_import}.get(contract.DOMAIN) == contract.DOMAIN_VERSION
+    assert {n.op_type for n in analog} == ({contract.ANALOG_MATMUL} if arch == "mlp_matmul"
+                                           else set(contract.ANALOG_OPS))
+    inits = {i.name: i for i in mapped.graph.initializer}
+    for n in analog:
+        w, gs = inits[n.w_name], inits[n.g_scale_name]
+        assert w.data_type == gs.data_type == onnx.TensorProto.FLOAT
+        assert len(w.dims) == 2 and list(gs.dims) == [w.dims[1]]

@@ -132,7 +132,7 @@ def _resnet_block_model():
 
     import onnx
 
-    from tests.archs import export
+    from models.archs import export
 
     class Block(torch.nn.Module):
         def __init__(self) -> None:

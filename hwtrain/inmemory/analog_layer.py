@@ -1,10 +1,12 @@
 """A linear layer whose forward and backward MVMs run through an emulated crossbar.
 
 Forward: y = ADC(DAC(x) @ W_read^T + noise) + b; backward: dx = ADC(DAC(g) @ W_read + noise), each
-with a fresh noisy read of the array (read noise / output noise are per MVM). Inputs are scaled per
-sample by their max |x| before the DAC (aihwkit's "abs-max noise management"), so the DAC bound is 1 in
-normalized units. The weight gradient is NOT computed by autograd: the layer keeps (x, g) of the last
-step for the in-memory update rule (`UpdateRule.step`). The bias is digital and updated by plain SGD.
+with a fresh noisy read of the array (read noise / output noise are per MVM), through the one periphery
+of runtime/physics/periphery.py (`periphery_mvm`: row blocks of the tile with an ADC each, the same DAC
+and ADC codes as the emulator). Its DAC range is each sample's max |x| (aihwkit's "abs-max noise
+management"), the one choice that differs from inference (see periphery.py).
+The weight gradient is NOT computed by autograd: the layer keeps (x, g) of the last step for the
+in-memory update rule (`UpdateRule.step`). The bias is digital and updated by plain SGD.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ import torch
 from torch import nn
 
 from runtime.physics import constants as C
-from runtime.physics.periphery import quantize
+from runtime.physics.periphery import periphery_mvm, row_blocks
 
 
 @dataclass
 class Periphery:
-    """DAC/ADC bits, ADC bound and output noise in normalized units (w / w_scale, x / max|x|)."""
+    """DAC/ADC bits, ADC bound and output noise in normalized units (w / w_scale, x / max|x|), and the
+    tile size whose row blocks each get an ADC (forward: tile rows; backward, driven from the columns:
+    tile cols)."""
 
     dac_bits: int = C.DAC_BITS
     adc_bits: int = C.ADC_BITS
     out_bound: float = C.OUT_BOUND
     out_noise: float = C.OUT_NOISE
     enabled: bool = True
+    tile_rows: int = 256
+    tile_cols: int = 256
 
 
 class UpdateRule(Protocol):
@@ -42,19 +48,17 @@ class UpdateRule(Protocol):
     def step(self, x: torch.Tensor, grad_out: torch.Tensor, lr: float) -> None: ...
 
 
-def analog_mvm(
-    v: torch.Tensor, w: torch.Tensor, w_scale: float, per: Periphery, gen: torch.Generator | None
-) -> torch.Tensor:
-    """v [B, K] @ w [K, N] through DAC, array and ADC; returns the rescaled digital result."""
+def analog_mvm(v: torch.Tensor, w: torch.Tensor, w_scale: float, per: Periphery, gen: torch.Generator | None,
+               transposed: bool = False) -> torch.Tensor:
+    """v [B, K] @ w [K, N] through DAC, array and ADC; returns the rescaled digital result. `transposed`:
+    the backward MVM, whose K inputs drive the array's columns (blocks of tile_cols)."""
     if not per.enabled:
         return v @ w
-    scale = v.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-    vn = quantize(v / scale, per.dac_bits, 1.0) if per.dac_bits else v / scale
-    yn = (vn @ w) * (1.0 / w_scale)  # scale the small output, not the big matrix
-    if per.out_noise > 0:
-        yn = yn + per.out_noise * torch.randn(yn.shape, generator=gen, device=yn.device, dtype=yn.dtype)
-    yn = quantize(yn, per.adc_bits, per.out_bound)
-    return yn * scale * w_scale
+    r = v.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)  # per-sample abs-max DAC range
+    blocks = row_blocks(w.shape[0], per.tile_cols if transposed else per.tile_rows)
+    y = periphery_mvm(v, w, r, dac_bits=per.dac_bits, adc_bits=per.adc_bits, out_bound=per.out_bound,
+                      out_noise=per.out_noise, blocks=blocks, w_scale=w_scale, generator=gen)
+    return y * w_scale
 
 
 class _AnalogLinearFn(torch.autograd.Function):
@@ -72,7 +76,7 @@ class _AnalogLinearFn(torch.autograd.Function):
         layer.last_x, layer.last_grad = x, g
         if not ctx.x_needs_grad:  # first layer: no error to propagate further
             return None, None, None
-        gx = analog_mvm(g, layer.rule.read(), layer.rule.w_scale, layer.periphery, layer.gen)
+        gx = analog_mvm(g, layer.rule.read(), layer.rule.w_scale, layer.periphery, layer.gen, transposed=True)
         return gx, None, None
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 
 def _meta_path(path: Path) -> Path:

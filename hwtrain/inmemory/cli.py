@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 
 
 def parse_sweep(spec: str) -> tuple[str, list[float]]:

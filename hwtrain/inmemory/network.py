@@ -7,12 +7,12 @@ import math
 import torch
 from torch import nn
 
-from compiler.errors import AcompileError
 from hwtrain.inmemory.algorithms.analog_sgd import AnalogSGDRule
 from hwtrain.inmemory.algorithms.fp32 import FP32Rule
 from hwtrain.inmemory.algorithms.mixed_precision import MixedPrecisionRule
 from hwtrain.inmemory.algorithms.tiki_taka import TikiTakaRule
 from hwtrain.inmemory.analog_layer import AnalogLinear, Periphery
+from runtime.errors import AcompileError
 from runtime.physics.pcm_pulse import PCMPulseConfig
 from runtime.physics.rpu_devices import RPUConfig
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 from runtime.physics import constants as C
 
 ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32")

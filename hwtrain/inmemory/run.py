@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from compiler.errors import AcompileError
 from hwtrain.inmemory import checkpoint
 from hwtrain.inmemory.network import AnalogMLP, build_network
 from hwtrain.inmemory.params import ALGORITHMS, DEVICES, resolve
+from runtime.errors import AcompileError
 
 # lr 0.1 with batch 25 and lr_decay 0.9 per epoch is the recorded setting (bench/RESULTS-inmemory.md).
 DEFAULT_LR = {"fp32": 0.1, "mixed-precision": 0.1, "sgd": 0.1, "ttv2": 0.1, "cttv2": 0.1, "agad": 0.1}

@@ -7,7 +7,7 @@ import operator
 import torch
 from onnx import TensorProto
 
-from runtime.ops import NodeInfo, register
+from runtime.ops.registry import NodeInfo, register
 
 DTYPES: dict[int, torch.dtype] = {
     TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from runtime.ops import NodeInfo, register
 from runtime.ops.nn import torch_pad
+from runtime.ops.registry import NodeInfo, register
 
 
 def _ints(t: torch.Tensor | None) -> list[int] | None:

@@ -1,6 +1,2 @@
-"""Device physics shared by runtime and hwtrain: constants, PCM inference model, periphery."""
-
-from runtime.physics.pcm import PCMConfig, PCMInferenceModel, ProgrammedPCM
-from runtime.physics.periphery import quantize
-
-__all__ = ["PCMConfig", "PCMInferenceModel", "ProgrammedPCM", "quantize"]
+"""Device physics shared by runtime and hwtrain: constants, memory devices (runtime.physics.devices),
+periphery. The lowest layer: it imports nothing from compiler, runtime or hwtrain."""

@@ -45,6 +45,51 @@ HERMES_TOPS_PER_W = 9.76         # 1-phase mode, chip level
 HERMES_DAC_BITS = 8              # 8-bit PWM inputs
 HERMES_ADC_BITS = 8              # 8-bit CCO ADCs
 
+# --- `pcm-hermes`: PCM fitted to the HERMES chip's devices ---------------------------------------
+# Statistical fits (Nandakumar et al. ICECS 2019 methodology) of the HERMES chip's PCM devices, as
+# published in IBM aihwkit's HermesNoiseModel (Le Gallo et al. 2023; Khaddam-Aljameh et al., JSSC 2022;
+# two-device cells programmed with the multi-device method of Vasilopoulos et al., IEEE TED 2023).
+# Keyed by the devices per cell (1 or 2); x = g / g_max of that cell.
+#: Programming noise std (uS) = c0 + c1 x + c2 x^2 + c3 x^3, fitted at g_max = 20.7 (2) / 10.35 (1) uS.
+HERMES_PROG_NOISE_COEFFS = {2: (0.16603222, 4.71806468, -8.48101252, 4.68961419),
+                            1: (0.15781817, 2.32443916, -2.16310839, 0.68841818)}
+#: Drift-exponent mean, a branch fit: x < split: clip(a ln x + b, lo, hi); else c2 x^2 + c1 x + c0
+#: (the same for 1 and 2 devices per cell).
+HERMES_DRIFT_MU = {"split": 0.0945, "a": -0.0387, "b": -0.0182, "lo": 0.0720, "hi": 0.13,
+                   "high": (0.0736, -0.0126, -0.0436)}
+#: Drift-exponent std, same branch form, per devices per cell.
+HERMES_DRIFT_SIGMA = {
+    2: {"split": 0.3055, "a": -0.0117, "b": -0.0057, "lo": 0.0091, "hi": 0.04,
+        "high": (0.0073, 0.0093, -0.0118)},
+    1: {"split": 0.3039, "a": -0.0120, "b": -0.0023, "lo": 0.0124, "hi": 0.04,
+        "high": (0.0104, 0.0116, -0.0165)},
+}
+#: Relative 1/f noise amplitude Q_s, same branch form (high branch a cubic in x).
+HERMES_READ_NOISE_Q = {
+    2: {"split": 0.16, "a": -0.0117, "b": -0.0069, "lo": 0.015, "hi": 0.04,
+        "high": (0.0123, 0.0211, -0.0280, 0.0069)},
+    1: {"split": 0.1591, "a": -0.0078, "b": 0.0038, "lo": 0.0179, "hi": 0.04,
+        "high": (0.0088, 0.0768, -0.1352, 0.0664)},
+}
+HERMES_G_MAX = {2: HERMES_G_MAX_2_PER_SIGN, 1: HERMES_G_MAX_1_PER_SIGN}
+HERMES_T0 = {2: HERMES_T0_2_PER_SIGN, 1: HERMES_T0_1_PER_SIGN}
+
+# --- `rram`: resistive RAM fitted to NeuRRAM -------------------------------------------------------
+# Wan et al., "A compute-in-memory chip based on resistive random-access memory", Nature 608:504 (2022);
+# the fit to its published conductance spreads as in IBM aihwkit's ReRamWan2022NoiseModel: the std (uS)
+# of the deviation from the target after programming (1 s), after 1 day and after 2 days, each
+# c0 + c1 x + ... + c4 x^4 with x = g / g_max, fitted at g_max = 40 uS.
+RRAM_G_MAX = 40.0
+RRAM_SPREAD_TIMES = (1.0, 86400.0, 2 * 86400.0)  # s
+RRAM_SPREAD_COEFFS = (
+    (0.348, 16.030, -43.853, 45.393, -16.815),   # 1 s: programming (write-verify) spread
+    (0.701, 22.086, -50.773, 47.095, -16.458),   # 1 day: after relaxation
+    (0.782, 20.274, -43.507, 37.062, -11.934),   # 2 days
+)
+#: Short-term read noise, std as a fraction of g_max (aihwkit's note to ReRamWan2022NoiseModel: "about
+#: 1 %" as additive constant weight noise; the paper publishes no separate 1/f data).
+RRAM_READ_NOISE = 0.01
+
 # --- Periphery (Joshi 2020; aihwkit StandardHWATrainingPreset) -------------------------------------
 # OUT_NOISE / OUT_BOUND are aihwkit's StandardHWATrainingPreset forward values (out_noise 0.04,
 # out_bound 10, Rasch et al. 2023), not aihwkit's InferenceRPUConfig / IOParameters defaults: those are

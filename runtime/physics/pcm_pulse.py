@@ -3,7 +3,8 @@
 A PCM device can only be made more conductive by partial-SET pulses; each pulse raises G by a random
 amount whose mean shrinks as G grows (the device saturates near 10.5 uS) and which is largest right after
 a RESET. Weights therefore live on a differential pair (G+ - G-) that must be refreshed when one side
-saturates. Inference-time read noise comes from the one PCM inference model (`runtime.physics.pcm`).
+saturates. Read noise and the program-and-verify writes of a refresh come from an inference device of the
+registry (`runtime.physics.devices`, default `pcm`) at this pair's g_max, through the device interface.
 
 Everything is vectorized torch on any device and takes an explicit `torch.Generator` so runs are seeded.
 """
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 from runtime.physics import constants as C
-from runtime.physics import pcm as pcm_inference
+from runtime.physics.devices import Programmed, make_device
 
 
 @dataclass
@@ -28,6 +29,7 @@ class PCMPulseConfig:
     g_max: float = C.PCM_TRAIN_G_MAX
     refresh_fraction: float = C.PCM_REFRESH_FRACTION
     noise_scale: float = 1.0  # scales the std of each pulse's increment (0 = deterministic device)
+    read_device: str = "pcm"  # the registered device whose read noise and programming noise the pair has
 
     def __post_init__(self) -> None:
         if not (self.g_min > 0 and self.g_max > self.g_min):
@@ -155,6 +157,7 @@ class PCMDifferentialPair:
         if w_per_us <= 0:
             raise AcompileError(f"pcm: weight per uS must be > 0, got {w_per_us}")
         self.cfg = cfg or PCMPulseConfig()
+        self.reads = make_device(self.cfg.read_device, g_max=self.cfg.g_max)
         self.w_per_us = float(w_per_us)
         self.gen = generator
         self.g_pos = reset_conductance(shape, generator, device)
@@ -190,10 +193,9 @@ class PCMDifferentialPair:
         Cached and recomputed every `read_std_every` updates (and after refresh), since it follows G slowly.
         """
         if self._read_std is None or self._read_std_age >= self.read_std_every:
-            factor = pcm_inference.read_noise_time_factor(t)
-            sp = self.g_pos * pcm_inference.read_noise_q(self.g_pos, self.cfg.g_max)
-            sn = self.g_neg * pcm_inference.read_noise_q(self.g_neg, self.cfg.g_max)
-            self._read_std = torch.sqrt(sp * sp + sn * sn) * (factor * self.w_per_us)
+            sp = self.reads.read_noise_std(Programmed(self.g_pos), self.g_pos, t)
+            sn = self.reads.read_noise_std(Programmed(self.g_neg), self.g_neg, t)
+            self._read_std = torch.sqrt(sp * sp + sn * sn) * self.w_per_us
             self._read_std_age = 0
         return self._read_std
 
@@ -247,7 +249,8 @@ class PCMDifferentialPair:
 
     def _rewrite_idx(self, idx: torch.Tensor) -> None:
         sub = PCMDifferentialPair.__new__(PCMDifferentialPair)
-        sub.cfg, sub.w_per_us, sub.gen, sub._w = self.cfg, self.w_per_us, self.gen, None
+        sub.cfg, sub.reads, sub.w_per_us, sub.gen = self.cfg, self.reads, self.w_per_us, self.gen
+        sub._w = None
         flat = {k: getattr(self, k).reshape(-1) for k in ("g_pos", "g_neg", "n_pos", "n_neg")}
         for k, v in flat.items():
             setattr(sub, k, v[idx].clone())
@@ -259,7 +262,7 @@ class PCMDifferentialPair:
         cfg = self.cfg
         g_target = (w_target / self.w_per_us).clamp(-cfg.g_max, cfg.g_max)
         mag = g_target.abs()
-        sigma = pcm_inference.prog_noise_std(mag, cfg.g_max)
+        sigma = self.reads.prog_noise_std(mag)
         z = torch.randn(mag.shape, generator=self.gen, device=mag.device, dtype=mag.dtype)
         g_prog = (mag + cfg.noise_scale * sigma * z).clamp(cfg.g_min, cfg.g_max)
         g_reset = reset_conductance(tuple(mag.shape), self.gen, mag.device)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 from runtime.physics import constants as C
 
 KINDS = ("softbounds", "linear")

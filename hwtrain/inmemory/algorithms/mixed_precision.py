@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from compiler.errors import AcompileError
+from runtime.errors import AcompileError
 from runtime.physics.pcm_pulse import PCMDifferentialPair, PCMPulseConfig, mean_pulse_increment
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from compiler.errors import AcompileError
 from hwtrain.inmemory.pulse_trains import coincidence_counts
+from runtime.errors import AcompileError
 from runtime.physics.rpu_devices import RPUArray, RPUConfig
 
 VARIANTS = ("ttv2", "cttv2", "agad")

@@ -1,4 +1,5 @@
-"""Real network architectures for tests, written in plain torch (no torchvision), plus an ONNX exporter.
+"""Reference network architectures (randomly initialized, deterministic), written in plain torch (no
+torchvision), plus an ONNX exporter. The tests and the benchmarks (bench/) share them.
 
 Every builder returns ``(torch_model, example_input)`` with the model in eval mode. The runtime and
 compiler tests share these, so changing a shape here changes hand-computed tile counts in the tests.

@@ -1,0 +1,638 @@
+"""The mapped-artifact contract (CONTRACTS §3, format 1) as code: the one source of truth.
+
+The compiler writes mapped models with the writer below, the runtime (executor, baseline, analog tiles)
+and hwtrain read them with the reader, and `check_mapped` validates a whole mapped model against the
+schema. Everything a file on disk carries is named here: the custom domain and its version, the analog
+op types with their attribute specs and input layout, the `tiles` block schema, every metadata key.
+
+Light on purpose (stdlib, numpy, onnx; no torch) so that both compiler and runtime import it; of our own
+modules it imports only runtime.errors.
+
+Reading is strict: a node that breaks the contract is an AcompileError naming the node and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from runtime.errors import AcompileError
+
+# --- domain, format, producers ------------------------------------------------------------------------
+
+DOMAIN = "ai.acompile"
+DOMAIN_VERSION = 1
+FORMAT_VERSION = "1"  # value of metadata key META_FORMAT
+PRODUCER = "acompile"  # ModelProto.producer_name of a mapped model
+PRODUCER_HWTRAIN = "acompile.hwtrain"  # ... of a model exported by hwtrain
+
+# --- metadata keys (ModelProto.metadata_props) --------------------------------------------------------
+
+META_FORMAT = "acompile.format"  # "1" (FORMAT_VERSION); mapped models only
+META_TARGET = "acompile.target"  # JSON of the resolved target (CONTRACTS §4); mapped models only
+META_MAPPING = "acompile.mapping"  # JSON of the mapping report (CONTRACTS §5); mapped models only
+META_PREPROCESSING = "acompile.preprocessing"  # JSON of runtime.data.Preprocessing
+META_RECIPE = "acompile.recipe"  # JSON: how the model was trained / fine-tuned (hwtrain)
+META_FINETUNE_TARGET = "acompile.finetune_target"  # JSON of the target a model was fine-tuned for
+META_PARENT_SHA256 = "acompile.parent_sha256"  # SHA-256 of the model a fine-tuned one came from
+META_SOURCE = "acompile.source"  # JSON: where imported weights come from (scripts/import_resnet32.py)
+
+#: the keys every mapped model has
+MAPPED_METADATA = (META_FORMAT, META_TARGET, META_MAPPING)
+#: every key of ours; any other key of the input model is kept as it is
+METADATA_KEYS = (META_FORMAT, META_TARGET, META_MAPPING, META_PREPROCESSING, META_RECIPE,
+                 META_FINETUNE_TARGET, META_PARENT_SHA256, META_SOURCE)
+#: keys whose value is JSON (META_FORMAT and META_PARENT_SHA256 are plain strings)
+JSON_METADATA = (META_TARGET, META_MAPPING, META_PREPROCESSING, META_RECIPE, META_FINETUNE_TARGET,
+                 META_SOURCE)
+
+# --- analog ops: input layout -------------------------------------------------------------------------
+
+ANALOG_CONV = "AnalogConv"
+ANALOG_MATMUL = "AnalogMatMul"
+ANALOG_OPS = (ANALOG_CONV, ANALOG_MATMUL)
+
+INPUTS = ("X", "W", "G_SCALE", "B")  # X, W, G_SCALE required; B optional
+IN_X, IN_W, IN_G_SCALE, IN_B = 0, 1, 2, 3
+MIN_INPUTS, MAX_INPUTS = 3, 4
+ORIG_OPS = {ANALOG_CONV: ("Conv",), ANALOG_MATMUL: ("Gemm", "MatMul")}
+
+
+def w_name(layer: str) -> str:
+    """Initializer name of a layer's W."""
+    return f"{layer}.W"
+
+
+def g_scale_name(layer: str) -> str:
+    """Initializer name of a layer's G_SCALE."""
+    return f"{layer}.G_SCALE"
+
+
+# --- analog ops: attributes ---------------------------------------------------------------------------
+
+_A = onnx.AttributeProto
+REQUIRED = object()  # AttrSpec.default of an attribute every node must carry
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """One attribute of an analog op. `per_axis` 1 / 2: the default is `[default] * n` / `* 2n` for a
+    kernel of n spatial dims."""
+
+    name: str
+    type: int  # onnx.AttributeProto.AttributeType
+    default: Any = REQUIRED
+    per_axis: int = 0
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def default_for(self, nsp: int) -> Any:
+        return [self.default] * (self.per_axis * nsp) if self.per_axis else self.default
+
+
+_COMMON = (AttrSpec("layer", _A.STRING),  # the original node name
+           AttrSpec("orig_op", _A.STRING),  # ORIG_OPS
+           AttrSpec("tiles", _A.STRING))  # JSON list of TileBlock entries
+ATTRS: dict[str, dict[str, AttrSpec]] = {
+    ANALOG_CONV: {s.name: s for s in (
+        AttrSpec("kernel_shape", _A.INTS),
+        AttrSpec("strides", _A.INTS, 1, per_axis=1),
+        AttrSpec("pads", _A.INTS, 0, per_axis=2),  # explicit begin..end (auto_pad resolved)
+        AttrSpec("dilations", _A.INTS, 1, per_axis=1),
+        AttrSpec("group", _A.INT, 1),  # always 1 in format 1
+        *_COMMON)},
+    ANALOG_MATMUL: {s.name: s for s in (
+        AttrSpec("alpha", _A.FLOAT, 1.0),
+        AttrSpec("beta", _A.FLOAT, 1.0),
+        *_COMMON)},
+}
+
+# --- the `tiles` attribute ----------------------------------------------------------------------------
+
+TILE_KEYS = ("tile", "chip", "row_start", "row_end", "col_start", "col_end", "tile_row", "tile_col")
+
+
+@dataclass(frozen=True)
+class TileBlock:
+    """One entry of the `tiles` JSON: the half-open block [row_start, row_end) x [col_start, col_end) of
+    W on physical tile `tile` (chip = tile // tiles_per_chip), at offset (tile_row, tile_col) in it."""
+
+    tile: int
+    chip: int
+    row_start: int
+    row_end: int
+    col_start: int
+    col_end: int
+    tile_row: int = 0
+    tile_col: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.row_end - self.row_start
+
+    @property
+    def width(self) -> int:
+        return self.col_end - self.col_start
+
+    def to_json(self) -> dict[str, int]:
+        return {k: int(getattr(self, k)) for k in TILE_KEYS}
+
+    @classmethod
+    def from_json(cls, entry: Any, where: str = "tile block") -> TileBlock:
+        if not isinstance(entry, dict):
+            raise AcompileError(f"{where}: a tile block must be a JSON object, got {entry!r}")
+        keys = set(entry)
+        if keys != set(TILE_KEYS):
+            missing, extra = sorted(set(TILE_KEYS) - keys), sorted(keys - set(TILE_KEYS))
+            raise AcompileError(f"{where}: tile block {entry} has missing keys {missing} / unknown keys "
+                                f"{extra}")
+        for k in TILE_KEYS:
+            v = entry[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise AcompileError(f"{where}: tile block key {k!r} must be an integer >= 0, got {v!r}")
+        return cls(**{k: entry[k] for k in TILE_KEYS})
+
+
+def tiles_json(blocks: Iterable[TileBlock | Mapping[str, int]]) -> str:
+    """The `tiles` attribute value (compact JSON)."""
+    out = [(b if isinstance(b, TileBlock) else TileBlock.from_json(
+        {k: int(v) if isinstance(v, np.integer) else v for k, v in b.items()})).to_json() for b in blocks]
+    return json.dumps(out, separators=(",", ":"))
+
+
+def parse_tiles(text: str | bytes, where: str = "tiles") -> list[TileBlock]:
+    """The `tiles` attribute -> blocks (each entry checked against the schema)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AcompileError(f"{where}: attribute 'tiles' is not valid JSON ({exc.msg})") from None
+    if not isinstance(entries, list):
+        raise AcompileError(f"{where}: attribute 'tiles' must be a JSON list of tile blocks")
+    return [TileBlock.from_json(e, where) for e in entries]
+
+
+def _overlaps(blocks: list[TileBlock], box) -> tuple[TileBlock, TileBlock] | None:
+    """The first pair of blocks whose boxes (box(b) -> (r0, r1, c0, c1)) intersect, or None."""
+    order = sorted(blocks, key=lambda b: box(b)[0])
+    for i, a in enumerate(order):
+        ar0, ar1, ac0, ac1 = box(a)
+        for b in order[i + 1:]:
+            br0, _br1, bc0, bc1 = box(b)
+            if br0 >= ar1:
+                break
+            if bc0 < ac1 and ac0 < bc1:
+                return a, b
+    return None
+
+
+def check_blocks(blocks: list[TileBlock], rows: int, cols: int, where: str, *,
+                 tile: tuple[int, int] | None = None, tiles_per_chip: int | None = None) -> None:
+    """Invariants of one matrix's blocks: inside W, non-empty, no two overlapping, together covering W
+    (so every weight sits on exactly one tile). With the target's tile size (R, C): each block fits its
+    tile at its offset and there are ceil(rows/R) x ceil(cols/C) of them; with tiles_per_chip: chip =
+    tile // tiles_per_chip."""
+    if not blocks:
+        raise AcompileError(f"{where}: attribute 'tiles' has no blocks; W [{rows}, {cols}] must be covered")
+    for b in blocks:
+        if not (0 <= b.row_start < b.row_end <= rows and 0 <= b.col_start < b.col_end <= cols):
+            raise AcompileError(f"{where}: tile block rows [{b.row_start}, {b.row_end}) x cols "
+                                f"[{b.col_start}, {b.col_end}) is empty or outside W [{rows}, {cols}]")
+        if tile is not None:
+            R, C = tile
+            if b.tile_row + b.height > R or b.tile_col + b.width > C:
+                raise AcompileError(f"{where}: tile block {b.height}x{b.width} at ({b.tile_row}, "
+                                    f"{b.tile_col}) does not fit a {R}x{C} tile")
+        if tiles_per_chip is not None and b.chip != b.tile // tiles_per_chip:
+            raise AcompileError(f"{where}: tile block on tile {b.tile} says chip {b.chip}, expected "
+                                f"{b.tile // tiles_per_chip} ({tiles_per_chip} tiles per chip)")
+    pair = _overlaps(blocks, lambda b: (b.row_start, b.row_end, b.col_start, b.col_end))
+    if pair is not None:
+        a, b = pair
+        raise AcompileError(f"{where}: tile blocks overlap: rows [{a.row_start}, {a.row_end}) x cols "
+                            f"[{a.col_start}, {a.col_end}) and rows [{b.row_start}, {b.row_end}) x cols "
+                            f"[{b.col_start}, {b.col_end})")
+    covered = sum(b.height * b.width for b in blocks)
+    if covered != rows * cols:
+        raise AcompileError(f"{where}: tile blocks cover {covered} of the {rows * cols} weights of W "
+                            f"[{rows}, {cols}]")
+    if tile is not None:
+        want = math.ceil(rows / tile[0]) * math.ceil(cols / tile[1])
+        if len(blocks) != want:
+            raise AcompileError(f"{where}: {len(blocks)} tile blocks, expected ceil({rows}/{tile[0]}) x "
+                                f"ceil({cols}/{tile[1]}) = {want}")
+
+
+def row_blocks(blocks: Iterable[TileBlock]) -> list[tuple[int, int]]:
+    """Distinct [row_start, row_end) of the blocks, sorted (one ADC partial sum each)."""
+    return sorted({(b.row_start, b.row_end) for b in blocks})
+
+
+def col_blocks(blocks: Iterable[TileBlock]) -> list[tuple[int, int]]:
+    return sorted({(b.col_start, b.col_end) for b in blocks})
+
+
+# --- writer -------------------------------------------------------------------------------------------
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """How errors name a node: `node 'conv3' (AnalogConv)`."""
+    return f"node {node.name or (node.output[0] if node.output else '')!r} ({node.op_type})"
+
+
+def conv_attrs(kernel_shape: list[int], strides: list[int] | None = None, pads: list[int] | None = None,
+               dilations: list[int] | None = None, orig_op: str = "Conv") -> dict[str, Any]:
+    """AnalogConv attributes (besides layer and tiles), defaults filled in."""
+    n = len(kernel_shape)
+    return {"kernel_shape": [int(v) for v in kernel_shape],
+            "strides": [int(v) for v in (strides if strides is not None else [1] * n)],
+            "pads": [int(v) for v in (pads if pads is not None else [0] * 2 * n)],
+            "dilations": [int(v) for v in (dilations if dilations is not None else [1] * n)],
+            "group": 1, "orig_op": orig_op}
+
+
+def matmul_attrs(alpha: float = 1.0, beta: float = 1.0, orig_op: str = "MatMul") -> dict[str, Any]:
+    """AnalogMatMul attributes (besides layer and tiles)."""
+    return {"alpha": float(alpha), "beta": float(beta), "orig_op": orig_op}
+
+
+def _coerce(spec: AttrSpec, value: Any) -> Any:
+    if spec.type == _A.INTS:
+        return [int(v) for v in value]
+    if spec.type == _A.INT:
+        return int(value)
+    if spec.type == _A.FLOAT:
+        return float(value)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def make_analog_node(op_type: str, name: str, x: str, W: np.ndarray, g_scale: np.ndarray,
+                     outputs: list[str], attrs: Mapping[str, Any],
+                     tiles: Iterable[TileBlock | Mapping[str, int]], *, bias: str | None = None,
+                     layer: str | None = None) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+    """An analog node and its two initializers (W as `{name}.W`, G_SCALE as `{name}.G_SCALE`, float32).
+
+    `attrs`: the op's attributes except `layer` (default: `name`) and `tiles` (conv_attrs /
+    matmul_attrs build them); each is written with the type its AttrSpec says. The result is checked
+    with check_analog_node, so the writer cannot produce what the reader refuses."""
+    if op_type not in ATTRS:
+        raise AcompileError(f"node {name!r} ({op_type}): not an analog op (one of {list(ANALOG_OPS)})")
+    spec = ATTRS[op_type]
+    values = {**attrs, "layer": layer if layer is not None else name, "tiles": tiles_json(tiles)}
+    unknown = sorted(set(values) - set(spec))
+    if unknown:
+        raise AcompileError(f"node {name!r} ({op_type}): unknown attribute(s) {unknown}")
+    W = np.ascontiguousarray(np.asarray(W, dtype=np.float32))
+    g = np.ascontiguousarray(np.asarray(g_scale, dtype=np.float32).reshape(-1))
+    inits = [numpy_helper.from_array(W, w_name(name)), numpy_helper.from_array(g, g_scale_name(name))]
+    node = helper.make_node(op_type, [x, w_name(name), g_scale_name(name)] + ([bias] if bias else []),
+                            list(outputs), name=name, domain=DOMAIN)
+    for k in spec:  # the spec's order
+        if k in values:
+            node.attribute.append(helper.make_attribute(k, _coerce(spec[k], values[k]),
+                                                        attr_type=spec[k].type))
+    check_analog_node(node, {t.name: t for t in inits})
+    return node, inits
+
+
+def add_domain(model: onnx.ModelProto) -> None:
+    """Import the analog domain (once)."""
+    if not any(op.domain == DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+
+
+def set_metadata(model: onnx.ModelProto, meta: Mapping[str, str]) -> None:
+    """Replace the model's metadata_props by `meta` (in its order)."""
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+
+
+def mapped_metadata(target: Mapping[str, Any], mapping: Mapping[str, Any],
+                    keep: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Metadata of a mapped model: every entry of `keep` (the input model's), plus format, target and
+    mapping."""
+    meta = dict(keep or {})
+    meta[META_FORMAT] = FORMAT_VERSION
+    meta[META_TARGET] = json.dumps(target, separators=(",", ":"))
+    meta[META_MAPPING] = json.dumps(mapping, separators=(",", ":"))
+    return meta
+
+
+# --- reader -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AnalogNode:
+    """One analog node, read. W / g_scale / bias are None where the tensor is not an initializer (or
+    no initializers were given); w_shape is known either way when the caller passed it."""
+
+    name: str
+    op_type: str
+    layer: str
+    orig_op: str
+    x: str
+    outputs: list[str]
+    w_name: str
+    g_scale_name: str
+    bias_name: str | None
+    tiles: list[TileBlock]
+    w_shape: tuple[int, int] | None = None
+    W: np.ndarray | None = None
+    g_scale: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    kernel_shape: list[int] | None = None
+    strides: list[int] | None = None
+    pads: list[int] | None = None
+    dilations: list[int] | None = None
+    group: int = 1
+    alpha: float = 1.0
+    beta: float = 1.0
+    attrs: dict[str, Any] = field(default_factory=dict)  # every attribute, decoded, defaults filled in
+
+    @property
+    def is_conv(self) -> bool:
+        return self.op_type == ANALOG_CONV
+
+    @property
+    def rows(self) -> int:
+        assert self.w_shape is not None
+        return self.w_shape[0]
+
+    @property
+    def cols(self) -> int:
+        assert self.w_shape is not None
+        return self.w_shape[1]
+
+    def conv_weight(self) -> np.ndarray:
+        """The ONNX Conv weight [C_out, C_in, *k] = W.T.reshape(...) (AnalogConv only)."""
+        assert self.W is not None and self.kernel_shape is not None
+        k = self.kernel_shape
+        return np.ascontiguousarray(self.W.T.reshape(self.cols, self.rows // math.prod(k), *k))
+
+
+def is_analog(node: onnx.NodeProto) -> bool:
+    return node.domain == DOMAIN
+
+
+def _decode(a: onnx.AttributeProto) -> Any:
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list):
+        return [int(x) for x in v] if a.type == _A.INTS else v
+    return v
+
+
+def read_attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """The analog node's attributes checked against ATTRS (names, types, values), decoded, with the
+    defaults filled in."""
+    w = node_label(node)
+    if node.domain != DOMAIN or node.op_type not in ATTRS:
+        raise AcompileError(f"{w}: not an analog op ({DOMAIN}::{node.op_type}; expected one of "
+                            f"{list(ANALOG_OPS)})")
+    spec = ATTRS[node.op_type]
+    got: dict[str, Any] = {}
+    for a in node.attribute:
+        s = spec.get(a.name)
+        if s is None:
+            raise AcompileError(f"{w}: unknown attribute {a.name!r} (an {node.op_type} has {list(spec)})")
+        if a.type != s.type:
+            raise AcompileError(f"{w}: attribute {a.name!r} must be {_A.AttributeType.Name(s.type)}, got "
+                                f"{_A.AttributeType.Name(a.type)}")
+        got[a.name] = _decode(a)
+    missing = [k for k, s in spec.items() if s.required and k not in got]
+    if missing:
+        raise AcompileError(f"{w}: missing attribute(s) {missing}")
+    if got["orig_op"] not in ORIG_OPS[node.op_type]:
+        raise AcompileError(f"{w}: attribute 'orig_op' must be one of {list(ORIG_OPS[node.op_type])}, got "
+                            f"{got['orig_op']!r}")
+    if not got["layer"]:
+        raise AcompileError(f"{w}: attribute 'layer' is empty")
+    if node.op_type == ANALOG_CONV:
+        k = got["kernel_shape"]
+        n = len(k)
+        if n < 1 or any(v <= 0 for v in k):
+            raise AcompileError(f"{w}: attribute 'kernel_shape' must be positive integers, got {k}")
+        for name in ("strides", "pads", "dilations", "group"):
+            got.setdefault(name, spec[name].default_for(n))
+        for name, size, low in (("strides", n, 1), ("dilations", n, 1), ("pads", 2 * n, 0)):
+            v = got[name]
+            if len(v) != size or any(x < low for x in v):
+                raise AcompileError(f"{w}: attribute {name!r} must be {size} integers >= {low}, got {v}")
+        if got["group"] != 1:
+            raise AcompileError(f"{w}: group must be 1 (format {FORMAT_VERSION}), got {got['group']}")
+    else:
+        for name in ("alpha", "beta"):
+            got.setdefault(name, spec[name].default)
+            if not math.isfinite(got[name]):
+                raise AcompileError(f"{w}: attribute {name!r} must be finite, got {got[name]}")
+    return got
+
+
+def _tensor_info(t: onnx.TensorProto | np.ndarray) -> tuple[tuple[int, ...], str]:
+    if isinstance(t, onnx.TensorProto):
+        try:
+            dtype = str(np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)))
+        except Exception:  # noqa: BLE001 - an undefined / unknown element type
+            dtype = onnx.TensorProto.DataType.Name(t.data_type).lower() if t.data_type else "undefined"
+        return tuple(int(d) for d in t.dims), dtype
+    a = np.asarray(t)
+    return tuple(a.shape), str(a.dtype)
+
+
+def _array(t: onnx.TensorProto | np.ndarray) -> np.ndarray:
+    return numpy_helper.to_array(t) if isinstance(t, onnx.TensorProto) else np.asarray(t)
+
+
+def check_tensors(node: onnx.NodeProto, w: Any, g: Any = None, b: Any = None, *,
+                  conv_rows_per_kernel: int | None = None) -> None:
+    """Shapes / types of W, G_SCALE and B (each a TensorProto, a numpy array or anything with `.shape`
+    and `.dtype`; None: not known here): W float32 [rows, cols]; G_SCALE float32 [cols], > 0 and finite;
+    an AnalogConv's B [cols], an AnalogMatMul's B broadcastable to [..., cols]."""
+    wh = node_label(node)
+
+    def info(t: Any) -> tuple[tuple[int, ...], str]:
+        if isinstance(t, (onnx.TensorProto, np.ndarray)):
+            return _tensor_info(t)
+        return tuple(int(d) for d in t.shape), str(t.dtype).replace("torch.", "")
+
+    shape, dtype = info(w)
+    if len(shape) != 2 or dtype != "float32":
+        raise AcompileError(f"{wh}: W must be a float32 matrix [rows, cols], got {dtype} {list(shape)}")
+    rows, cols = shape
+    if conv_rows_per_kernel and rows % conv_rows_per_kernel:
+        raise AcompileError(f"{wh}: W has {rows} rows, not a multiple of the kernel size "
+                            f"{conv_rows_per_kernel} (rows = C_in * prod(kernel_shape))")
+    if g is not None:
+        gshape, gtype = info(g)
+        if gshape != (cols,) or gtype != "float32":
+            raise AcompileError(f"{wh}: G_SCALE must be float32 [{cols}] (one per column of W), got {gtype} "
+                                f"{list(gshape)}")
+        if isinstance(g, (onnx.TensorProto, np.ndarray)):
+            gv = _array(g)
+            if not (np.isfinite(gv).all() and (gv > 0).all()):
+                raise AcompileError(f"{wh}: G_SCALE must be finite and > 0 (uS per weight unit)")
+    if b is not None:
+        bshape, btype = info(b)
+        conv = node.op_type == ANALOG_CONV
+        ok = bshape == (cols,) if conv else (not bshape or bshape[-1] in (1, cols))
+        if not ok or btype != "float32":
+            want = f"[{cols}]" if conv else f"[..., {cols}]"
+            raise AcompileError(f"{wh}: B must be float32 {want}, got {btype} {list(bshape)}")
+
+
+def read_analog_node(node: onnx.NodeProto,
+                     initializers: Mapping[str, onnx.TensorProto | np.ndarray] | None = None, *,
+                     w_shape: tuple[int, int] | None = None, load: bool = True) -> AnalogNode:
+    """Parse (and check) one analog node. `initializers` (name -> TensorProto or array) give W, G_SCALE
+    and B (and W's shape); without them pass `w_shape` for the tile-block checks. `load=False` checks
+    the tensors' shapes and types without converting them to arrays (W, g_scale, bias stay None)."""
+    wh = node_label(node)
+    attrs = read_attrs(node)
+    if not MIN_INPUTS <= len(node.input) <= MAX_INPUTS:
+        raise AcompileError(f"{wh}: has {len(node.input)} inputs, expected (X, W, G_SCALE[, B])")
+    if not node.input[IN_X] or len(node.output) != 1 or not node.output[0]:
+        raise AcompileError(f"{wh}: needs an input X and exactly one output Y")
+    inits = initializers or {}
+    bias_name = node.input[IN_B] if len(node.input) > IN_B and node.input[IN_B] else None
+    tw, tg = inits.get(node.input[IN_W]), inits.get(node.input[IN_G_SCALE])
+    tb = inits.get(bias_name) if bias_name else None
+    if initializers is not None and (tw is None or tg is None):
+        raise AcompileError(f"{wh}: W and G_SCALE must be initializers")
+    kk = math.prod(attrs["kernel_shape"]) if node.op_type == ANALOG_CONV else None
+    if tw is not None:
+        check_tensors(node, tw, tg, tb, conv_rows_per_kernel=kk)
+        w_shape = _tensor_info(tw)[0]  # type: ignore[assignment]
+    tiles = parse_tiles(attrs["tiles"], wh)
+    if w_shape is not None:
+        w_shape = (int(w_shape[0]), int(w_shape[1]))
+        check_blocks(tiles, *w_shape, wh)
+    out = AnalogNode(name=node.name or node.output[0], op_type=node.op_type, layer=attrs["layer"],
+                     orig_op=attrs["orig_op"], x=node.input[IN_X], outputs=list(node.output),
+                     w_name=node.input[IN_W], g_scale_name=node.input[IN_G_SCALE], bias_name=bias_name,
+                     tiles=tiles, w_shape=w_shape, attrs=attrs)
+    if load:
+        out.W = None if tw is None else _array(tw)
+        out.g_scale = None if tg is None else _array(tg)
+        out.bias = None if tb is None else _array(tb)
+    if node.op_type == ANALOG_CONV:
+        out.kernel_shape, out.strides = attrs["kernel_shape"], attrs["strides"]
+        out.pads, out.dilations, out.group = attrs["pads"], attrs["dilations"], attrs["group"]
+    else:
+        out.alpha, out.beta = float(attrs["alpha"]), float(attrs["beta"])
+    return out
+
+
+def check_analog_node(node: onnx.NodeProto, initializers: Mapping[str, onnx.TensorProto | np.ndarray]
+                      ) -> AnalogNode:
+    """read_analog_node without loading the tensors (every check, no copies)."""
+    return read_analog_node(node, initializers, load=False)
+
+
+def analog_nodes(model: onnx.ModelProto, *, load: bool = True) -> list[AnalogNode]:
+    """Every analog node of the model (graph order), read."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return [read_analog_node(n, inits, load=load) for n in model.graph.node if n.domain == DOMAIN]
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """metadata_props as a dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _json_meta(meta: Mapping[str, str], key: str, what: str) -> Any:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise AcompileError(f"{what}: {key} metadata is not valid JSON") from None
+
+
+@dataclass
+class MappedMetadata:
+    target: dict[str, Any]
+    mapping: dict[str, Any]
+    entries: dict[str, str]  # every metadata entry, ours and the input model's
+
+
+def read_mapped_metadata(model: onnx.ModelProto | Mapping[str, str], what: str = "model") -> MappedMetadata:
+    """Target and mapping report of a mapped model (`what` names it in errors)."""
+    meta = read_metadata(model) if isinstance(model, onnx.ModelProto) else dict(model)
+    if meta.get(META_FORMAT) != FORMAT_VERSION or META_MAPPING not in meta or META_TARGET not in meta:
+        raise AcompileError(f"{what}: not a model mapped by acompile (no {META_FORMAT}={FORMAT_VERSION} / "
+                            f"{META_TARGET} / {META_MAPPING} metadata); compile it first")
+    target, mapping = _json_meta(meta, META_TARGET, what), _json_meta(meta, META_MAPPING, what)
+    for key, v in ((META_TARGET, target), (META_MAPPING, mapping)):
+        if not isinstance(v, dict):
+            raise AcompileError(f"{what}: {key} metadata must be a JSON object")
+    return MappedMetadata(target, mapping, meta)
+
+
+def read_target(model: onnx.ModelProto) -> dict[str, Any]:
+    """The resolved target stored in a mapped model."""
+    meta = read_metadata(model)
+    if META_TARGET not in meta:
+        raise AcompileError(f"the model has no {META_TARGET} metadata: compile it first "
+                            "(acompile MODEL.onnx --target pcm)")
+    target = _json_meta(meta, META_TARGET, "model")
+    if not isinstance(target, dict):
+        raise AcompileError(f"model: {META_TARGET} metadata must be a JSON object")
+    return target
+
+
+# --- the whole model ----------------------------------------------------------------------------------
+
+
+def check_mapped(model: onnx.ModelProto) -> list[AnalogNode]:
+    """Validate a mapped model against the contract; returns its analog nodes (tensors not loaded).
+
+    Metadata (format, target, mapping as JSON objects; every other key of ours valid JSON where it is
+    JSON), the domain import, every analog node (attributes, inputs, tensor shapes / types, tile blocks
+    against W and the target's tile size / tiles per chip), no two blocks overlapping on one physical
+    tile, no node of our domain that is not an analog op. Does not run onnx.checker."""
+    meta = read_mapped_metadata(model)
+    for key in JSON_METADATA:
+        if key in meta.entries:
+            _json_meta(meta.entries, key, "model")
+    versions = {o.domain: o.version for o in model.opset_import}
+    if versions.get(DOMAIN) != DOMAIN_VERSION:
+        raise AcompileError(f"model: opset import {DOMAIN} version {DOMAIN_VERSION} missing "
+                            f"(got {versions.get(DOMAIN)})")
+    tile_cfg = meta.target.get("tile", {}) if isinstance(meta.target.get("tile"), dict) else {}
+    R, C, tpc = tile_cfg.get("rows"), tile_cfg.get("cols"), tile_cfg.get("tiles_per_chip")
+    tile = (R, C) if isinstance(R, int) and isinstance(C, int) else None
+    tpc = tpc if isinstance(tpc, int) and tpc > 0 else None
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes: list[AnalogNode] = []
+    for n in model.graph.node:
+        if n.domain != DOMAIN:
+            continue
+        a = read_analog_node(n, inits, load=False)
+        check_blocks(a.tiles, a.rows, a.cols, node_label(n), tile=tile, tiles_per_chip=tpc)
+        nodes.append(a)
+    # blocks that share a physical tile (--pack) sit side by side in it
+    by_tile: dict[int, list[tuple[str, TileBlock]]] = {}
+    for a in nodes:
+        for b in a.tiles:
+            by_tile.setdefault(b.tile, []).append((a.name, b))
+    for t, placed in by_tile.items():
+        if len(placed) < 2:
+            continue
+        names = {id(b): name for name, b in placed}
+        pair = _overlaps([b for _, b in placed],
+                         lambda b: (b.tile_row, b.tile_row + b.height, b.tile_col, b.tile_col + b.width))
+        if pair is not None:
+            x, y = pair
+            raise AcompileError(f"node {names[id(x)]!r}: its tile block at ({x.tile_row}, {x.tile_col}) on "
+                                f"physical tile {t} overlaps a block of node {names[id(y)]!r} there")
+    return nodes
