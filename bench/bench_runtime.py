@@ -24,7 +24,7 @@ import torch
 from compiler.pipeline import map_model
 from compiler.targets import load_target
 from models.archs import ARCHS, export
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.baseline import OrtBaseline
 from runtime.data import default_preprocessing, load_dataset
 from runtime.evaluate import Emulator, make_generator

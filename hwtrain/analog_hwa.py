@@ -22,12 +22,14 @@ import onnx
 import torch
 
 from runtime import native
-from runtime.analog_tile import AnalogSettings, TileGeometry, device_targets, pair_weights
+from runtime.analog_settings import AnalogSettings
 from runtime.errors import AcompileError
 from runtime.executor import decode_attrs
 from runtime.ops import NodeInfo
 from runtime.physics import constants as C
 from runtime.physics.periphery import abs_percentile, adc_codes_, dac_codes, levels
+from runtime.tile_geometry import TileGeometry
+from runtime.tile_state import device_targets, pair_weights
 
 NOISE_SHAPES = ("device", "gaussian")
 

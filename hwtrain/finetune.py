@@ -34,7 +34,7 @@ from hwtrain.analog_hwa import HWAContext, HWAKnobs, HWALayer
 from hwtrain.graph_module import OnnxGraphModule, initializer_source, trainable_initializers
 from hwtrain.train import augment_crop_flip, lr_at
 from runtime import contract
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.data import PREPROCESSING_KEY, Dataset, Preprocessing
 from runtime.errors import AcompileError
 

@@ -119,7 +119,7 @@ class Periphery:
 
     def attach(self, name: str, module: nn.Module) -> list:
         from hwtrain.analog_hwa import HWAContext, HWAKnobs, HWALayer
-        from runtime.analog_tile import AnalogSettings
+        from runtime.analog_settings import AnalogSettings
 
         cfg = self.cfg
         settings = AnalogSettings(device=make_device("ideal"), dac_bits=cfg.dac_bits, input_range=None,

@@ -9,7 +9,9 @@ BatchNormalization statistics on calibration images run through the drifted anal
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import torch
 
@@ -35,9 +37,27 @@ def check_methods(methods: Iterable[str], n_bn: int) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1024)
+def _reference_inputs(name: str, rows: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()) & 0x7FFFFFFF)  # stable across processes
+    return torch.randint(0, 2, (n, rows), generator=g).float() * 2 - 1
+
+
+def reference_inputs(layer, n: int = 16) -> torch.Tensor:
+    """The fixed known +-1 read vectors of a layer, [n, rows]: the same on every chip and every run."""
+    return _reference_inputs(layer.name, layer.geo.rows, n).to(layer.device)
+
+
+def read_reference(layer) -> list[torch.Tensor]:
+    """|output| of each row block for the reference inputs with the layer's current weights: [n, cols]
+    per block (ideal periphery: the compensation reads are averaged to beat its noise)."""
+    x = reference_inputs(layer)
+    return [(x[:, rs:re] @ layer.w_eff[rs:re]).abs() for rs, re in layer.geo.row_blocks]
+
+
 def reference_reads(layers: list) -> list[list[torch.Tensor]]:
     """Per layer, per row block |output| of the known inputs (call right after programming)."""
-    return [layer.read_reference() for layer in layers]
+    return [read_reference(layer) for layer in layers]
 
 
 def _alphas(layer, ref: list[torch.Tensor], now: list[torch.Tensor], per_column: bool) -> list[torch.Tensor]:
@@ -62,7 +82,7 @@ def apply(method: str, layers: list, bn_layers: list, refs: list[list[torch.Tens
     if method in ("global", "column", "global+bn"):
         assert refs is not None
         for layer, ref in zip(layers, refs, strict=False):
-            layer.set_alpha(_alphas(layer, ref, layer.read_reference(), method == "column"))
+            layer.set_alpha(_alphas(layer, ref, read_reference(layer), method == "column"))
     if method.endswith("bn"):
         for bn in bn_layers:
             bn.start_calibration()

@@ -20,7 +20,8 @@ import onnx
 import torch
 
 from runtime import compensation as comp
-from runtime.analog_tile import AnalogLayer, AnalogSettings, analog_factory
+from runtime.analog_settings import AnalogSettings
+from runtime.analog_tile import AnalogLayer, analog_factory
 from runtime.baseline import OrtBaseline, target_of
 from runtime.errors import AcompileError
 from runtime.executor import Executor, load_model

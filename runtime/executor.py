@@ -16,10 +16,13 @@ import torch
 from onnx import helper, numpy_helper
 
 from runtime import contract
+from runtime.epilogue import fuse_epilogues
 from runtime.errors import AcompileError
 from runtime.ops import OPS, NodeInfo, _load
 
 AnalogFactory = Callable[[NodeInfo, onnx.NodeProto], Callable[..., Any]]
+#: Graph passes run over the step list once it is built, in order.
+PASSES = (fuse_epilogues,)
 
 
 # torch has uint16/32/64 but few ops on them: the executor holds those values as int64 (exact for
@@ -151,7 +154,8 @@ class Executor:
         for node in _toposort(list(g.node), set(consts) | set(self.input_names)):
             self._build_node(node, consts)
         self.consts = consts
-        self._fuse_epilogues()
+        for graph_pass in PASSES:  # torch.fx style: build the step list, then rewrite it
+            self.steps, self.step_ops = graph_pass(self.steps, self.step_ops, consts, set(self.output_names))
         # free intermediates after their last use
         last: dict[str, int] = {}
         for k, (_, ins, _, _) in enumerate(self.steps):
@@ -198,64 +202,6 @@ class Executor:
                 return
         self.steps.append((fn, list(node.input), list(node.output), name))
         self.step_ops.append(node.op_type)
-
-    def _fuse_epilogues(self) -> None:
-        """Pass: analog layer -> [BatchNormalization] -> [Add residual] -> [Relu], each node the only reader
-        of the one before, becomes one step: the layer applies them in its own output pass."""
-        from runtime.analog_tile import Epilogue
-
-        readers: dict[str, list[int]] = {}
-        for k, (_, ins, _, _) in enumerate(self.steps):
-            for i in ins:
-                readers.setdefault(i, []).append(k)
-        outputs = set(self.output_names)
-
-        def next_step(name: str, op: str) -> int | None:
-            r = readers.get(name, [])
-            ok = len(r) == 1 and name not in outputs and self.step_ops[r[0]] == op and r[0] not in drop
-            return r[0] if ok and len([o for o in self.steps[r[0]][2] if o]) == 1 else None
-
-        drop: set[int] = set()  # steps absorbed by an earlier chain are not claimed again
-        moved: dict[int, tuple[int, tuple]] = {}  # chain's last step -> (analog step, fused step)
-        for k, (fn, ins, outs, name) in enumerate(self.steps):
-            if not hasattr(fn, "set_epilogue") or len(outs) != 1:
-                continue
-            ep, cur, extra, last = Epilogue(), outs[0], [], k
-            j = next_step(cur, "BatchNormalization")
-            if j is not None:
-                bn_ins = self.steps[j][1]
-                if bn_ins[0] == cur and len(bn_ins) == 5 and all(i in self.consts for i in bn_ins[1:]):
-                    ep.bn, ep.bn_args = self.steps[j][0], [self.consts[i] for i in bn_ins[1:]]
-                    drop.add(j)
-                    cur, last = self.steps[j][2][0], j
-            j = next_step(cur, "Add")
-            if j is not None:
-                add_ins = self.steps[j][1]
-                other = [i for i in add_ins if i != cur]
-                if len(add_ins) == 2 and len(other) == 1 and other[0] not in self.consts:
-                    ep.residual, extra = True, other
-                    drop.add(j)
-                    cur, last = self.steps[j][2][0], j
-            j = next_step(cur, "Relu")
-            if j is not None:
-                ep.relu = True
-                drop.add(j)
-                cur, last = self.steps[j][2][0], j
-            if cur != outs[0]:
-                fn.set_epilogue(ep)
-                # runs where the chain ended: a residual may be computed after the analog node
-                moved[last] = (k, (fn, ins + extra, [cur], name))
-                drop.add(k)
-        steps, ops = [], []
-        for k, st in enumerate(self.steps):
-            if k in moved:
-                a, fused = moved[k]
-                steps.append(fused)
-                ops.append(self.step_ops[a])
-            elif k not in drop:
-                steps.append(st)
-                ops.append(self.step_ops[k])
-        self.steps, self.step_ops = steps, ops
 
     @torch.no_grad()
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ from compiler.pipeline import map_model
 from compiler.targets import BUILTIN, load_target
 from models import MODELS_DIR
 from runtime import contract
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.errors import AcompileError
 from runtime.evaluate import Emulator
 

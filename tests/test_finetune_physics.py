@@ -20,7 +20,7 @@ from compiler.targets import load_target
 from hwtrain.analog_hwa import HWAKnobs
 from hwtrain.finetune import prepare
 from runtime import contract
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.evaluate import Emulator
 
 PREP = '{"layout": "NCHW", "scale": 1.0, "mean": [0.0], "std": [1.0], "input_shape": [64, 6, 6]}'

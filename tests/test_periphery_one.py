@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.pipeline import compile_model
 from compiler.targets import load_target, with_device
 from hwtrain.inmemory.analog_layer import Periphery, analog_mvm
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.evaluate import Emulator
 from runtime.physics.periphery import levels, periphery_mvm, row_blocks
 

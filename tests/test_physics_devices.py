@@ -162,7 +162,7 @@ def test_new_device_works_end_to_end(tmp_path, halving_device):
 
     from compiler.pipeline import map_model
     from compiler.targets import load_target
-    from runtime.analog_tile import AnalogSettings
+    from runtime.analog_settings import AnalogSettings
     from runtime.evaluate import Emulator
 
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.targets import builtin_target, with_device
 from runtime import compensation, contract
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.errors import AcompileError
 from runtime.evaluate import Emulator, parse_times
 from runtime.executor import Executor

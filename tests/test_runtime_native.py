@@ -11,7 +11,7 @@ import torch
 
 from compiler.targets import builtin_target
 from runtime import native
-from runtime.analog_tile import AnalogSettings
+from runtime.analog_settings import AnalogSettings
 from runtime.evaluate import Emulator
 from tests.test_runtime_analog import _target
 from tests.test_runtime_handmap import hand_map
