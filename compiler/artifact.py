@@ -3,14 +3,13 @@
 Every analog node is replaced in place (same inputs/outputs, same position) by an analog node of the
 contract's domain (runtime.contract: AnalogConv / AnalogMatMul, written by its writer) whose W
 initializer holds the original weights exactly and whose G_SCALE holds the conductance scale. Outputs
-are written to temporary files in the destination folder and moved into place with os.replace only
-when all of them exist, so a failed compile leaves nothing.
+are written through runtime.outputs.write_files: temporary files in the destination folder, moved into
+place only when all of them exist (the model last), so a failed or interrupted compile leaves the old
+set of files or the new one, never a mix.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from compiler.graph import drop_unused_initializers
 from compiler.partition import Layer
 from runtime import contract
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
 
 FORMAT_VERSION = contract.FORMAT_VERSION
 
@@ -104,43 +104,11 @@ def report_paths(model_path: Path) -> dict[str, Path]:
     return {ext: model_path.with_name(f"{stem}.{ext}") for ext in ("json", "md", "png")}
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_atomically(files: dict[Path, bytes]) -> None:
-    """Write every file to a temp file beside it, then os.replace all; on any error remove the temps and
-    whatever was already moved into place (all or nothing)."""
-    temps: list[tuple[str, Path]] = []
-    moved: list[Path] = []
-    try:
-        for dest, data in files.items():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-            temps.append((tmp, dest))
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        # the first file (the model) is moved last: a model file on disk means its reports are there
-        for tmp, dest in [*temps[1:], *temps[:1]]:
-            os.replace(tmp, dest)
-            moved.append(dest)
-        temps = []
-    except OSError as exc:
-        for dest in moved:  # roll back: no partial output
-            try:
-                os.unlink(dest)
-            except OSError:
-                pass
-        raise AcompileError(f"cannot write output ({exc.strerror}: {exc.filename})") from None
-    finally:
-        for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    """Write a result set all or nothing, the first file (the model) moved into place last: a model
+    file on disk means its reports are there. runtime.outputs.write_files says what an interruption
+    leaves (the complete old set or the complete new one)."""
+    write_files(files, primary=next(iter(files), None))
 
 
 def serialize(model: onnx.ModelProto) -> bytes:

@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "sweep": "hwtrain.inmemory.cli:sweep_cmd",
 }
 DEFAULT_COMMAND = "compile"
+#: click >= 8.2 raises this (a UsageError) for a bare `acompile`
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class LazyDefaultGroup(click.Group):
@@ -63,23 +65,40 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback.
+
+    SIGTERM stops a command like Ctrl-C does (runtime.outputs.interrupt_on_sigterm): temp files are
+    removed, no output set is left half-written; the exit code is 128 + the signal (130, 143)."""
+    from runtime.outputs import interrupt_exit_code, interrupt_on_sigterm
+
     try:
-        cli.main(args=argv, prog_name="acompile", standalone_mode=False)
+        with interrupt_on_sigterm():
+            cli.main(args=argv, prog_name="acompile", standalone_mode=False)
     except AcompileError as exc:
         click.echo(f"acompile: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("acompile: aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        code = interrupt_exit_code(exc)
+        click.echo("acompile: interrupted" if exc.__cause__ or exc.__context__ else "acompile: aborted",
+                   err=True)
+        sys.exit(code)
+    except _NO_ARGS_IS_HELP as exc:  # bare `acompile`: the help, as before
+        click.echo(exc.format_message(), err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        # one line like every other error; the command's -h has the usage
+        ctx = exc.ctx
+        hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+        click.echo(f"acompile: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"acompile: error: {exc.format_message()}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo("acompile: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(interrupt_exit_code(exc))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from compiler.targets import parse_tile
+from runtime import options as opt
 from runtime.errors import AcompileError
+from runtime.outputs import ONNX, check_outputs
 
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
@@ -22,7 +25,8 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", "-t", "target_spec", default="pcm", show_default=True,
               help="Built-in target (pcm, hermes, ideal) or a TOML file.")
-@click.option("--tile", "tile_spec", metavar="RxC", help="Override the target's tile size, e.g. 512x512.")
+@click.option("--tile", "tile_spec", metavar="RxC", type=opt.Parsed(lambda text, _: parse_tile(text), "RxC"),
+              help="Override the target's tile size, e.g. 512x512.")
 @click.option("--digital", "digital", multiple=True, metavar="NAME,...",
               help="Force these layers digital (node names, module paths like layer1.conv1, or "
                    "weight prefixes).")
@@ -30,30 +34,54 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
               help="Conductance scale per layer or per column [default: from target].")
 @click.option("--pack", is_flag=True, help="Pack small blocks of several layers into shared tiles.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Mapped model path [default: MODEL.pcm.onnx beside MODEL]; reports beside it.")
+              help="Mapped model path (.onnx) [default: MODEL.pcm.onnx beside MODEL]; the reports "
+                   "(.json, .md, .png) beside it. Missing folders are created.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the output path.")
 @click.option("--eval", "do_eval", is_flag=True,
               help="After compiling, run `acompile eval` on the mapped model; further options go to eval.")
 @click.pass_context
-def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: str | None,
+def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: tuple[int, int] | None,
                 digital: tuple[str, ...], weight_scale: str | None, pack: bool, output: Path | None,
                 quiet: bool, do_eval: bool) -> None:
     """Map MODEL (ONNX) onto analog crossbar tiles; write MODEL.pcm.onnx and the mapping report.
 
     \b
       acompile resnet32.onnx --target pcm
-      acompile resnet32.onnx --target hermes --tile 512x512 --digital conv1,fc -o out/r32.onnx
+      acompile models/lenet5-mnist.onnx --target hermes --tile 512x512 --digital conv1,fc3 -o out/m.onnx
       acompile mlp.onnx --target pcm --eval --data mnist --times 1s,1d
     """
     if ctx.args and not do_eval:
         raise click.UsageError(f"unknown option or extra argument: {' '.join(ctx.args)} "
                                "(eval options need --eval)", ctx=ctx)
-    from compiler.pipeline import compile_model
-    from compiler.targets import load_target, parse_tile, with_overrides
+    # ---- every option and output before any work ---------------------------------------------------
+    from compiler.artifact import report_paths
+    from compiler.pipeline import default_output
 
-    target = with_overrides(load_target(target_spec), parse_tile(tile_spec) if tile_spec else None,
-                            weight_scale)
-    result = compile_model(model, target, output, _split_names(digital), pack)
+    out = output if output is not None else default_output(model)
+    outputs: dict[str, Path | None] = {"-o": out}
+    outputs.update({f"-o's .{ext} report": p for ext, p in report_paths(out).items()})
+    inputs: list[Path | str | None] = [model, target_spec if Path(target_spec).is_file() else None]
+    eval_cmd = eval_ctx = None
+    if do_eval:
+        try:
+            from runtime.cli import eval_cmd
+        except ImportError as exc:
+            raise AcompileError(f"--eval needs the runtime package ({exc})") from None
+        # parse (and so check) the eval options now, not after the compile
+        eval_ctx = eval_cmd.make_context("acompile eval", [str(out), *ctx.args], parent=None)
+        for flag, key in (("--json", "json_path"), ("--csv", "csv_path"), ("--plot", "plot_path")):
+            outputs[flag] = eval_ctx.params.get(key)
+        data = eval_ctx.params.get("data")
+        inputs.append(data if isinstance(data, str) and data.endswith(".npz") else None)
+    check_outputs(outputs, inputs, suffixes={"-o": ONNX})
+
+    from compiler.pipeline import compile_model
+    from compiler.targets import load_target, with_overrides
+
+    target = with_overrides(load_target(target_spec), tile_spec, weight_scale)
+    result = compile_model(model, target, out, _split_names(digital), pack, progress=not quiet)
+    for warning in result.report.get("warnings", []):
+        click.echo(f"acompile: warning: {warning}", err=True)
     t = result.report["totals"]
     if quiet:
         click.echo(str(result.paths["model"]))
@@ -65,13 +93,9 @@ def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: st
                    f"~{t['energy_per_inference_uj']:.2f} uJ and ~{t['latency_per_inference_us']:.2f} us "
                    "per inference")
         click.echo("reports: " + ", ".join(str(result.paths[k]) for k in ("json", "md", "png")))
-    if do_eval:
-        try:
-            from runtime.cli import eval_cmd
-        except ImportError as exc:
-            raise AcompileError(f"--eval needs the runtime package ({exc})") from None
-        eval_cmd.main([str(result.paths["model"]), *ctx.args], standalone_mode=False,
-                      prog_name="acompile eval")
+    if eval_cmd is not None and eval_ctx is not None:
+        with eval_ctx:
+            eval_cmd.invoke(eval_ctx)
 
 
 @click.command("report")
@@ -79,9 +103,16 @@ def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: st
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "png", "html"]), default="md",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file [default: stdout for md/json/html, MAPPED.png for png].")
+              help="Write to this file, its suffix that of the format [default: stdout for md/json/html, "
+                   "MAPPED.png for png]. Missing folders are created.")
 def report_cmd(mapped: Path, fmt: str, output: Path | None) -> None:
     """The tile mapping report again, from a mapped model's metadata."""
+    if output is None and fmt == "png":
+        stem = mapped.name[: -len(".onnx")] if mapped.name.endswith(".onnx") else mapped.name
+        output = mapped.with_name(f"{stem}.png")
+    suffix = {"md": (".md",), "json": (".json",), "png": (".png",), "html": (".html", ".htm")}[fmt]
+    check_outputs({"-o": output}, [mapped], suffixes={"-o": suffix})
+
     from compiler.artifact import write_atomically
     from compiler.pipeline import read_mapped
     from compiler.report import to_html, to_json, to_markdown
@@ -90,11 +121,8 @@ def report_cmd(mapped: Path, fmt: str, output: Path | None) -> None:
     if fmt == "png":
         from compiler.report_plot import render_png
 
-        data = render_png(report)
-        if output is None:
-            stem = mapped.name[: -len(".onnx")] if mapped.name.endswith(".onnx") else mapped.name
-            output = mapped.with_name(f"{stem}.png")
-        write_atomically({output: data})
+        assert output is not None
+        write_atomically({output: render_png(report)})
         click.echo(str(output))
         return
     if fmt == "md":
@@ -117,7 +145,7 @@ def report_cmd(mapped: Path, fmt: str, output: Path | None) -> None:
 @click.argument("name", required=False)
 def targets_cmd(name: str | None) -> None:
     """Built-in hardware profiles and their parameters (or one profile, or a TOML file, in full)."""
-    from compiler.targets import BUILTIN, builtin_target, load_target
+    from compiler.targets import BUILTIN, builtin_target, format_section, load_target
 
     names = [name] if name else list(BUILTIN)
     for i, n in enumerate(names):
@@ -126,8 +154,7 @@ def targets_cmd(name: str | None) -> None:
             click.echo("")
         click.echo(f"{t['name']}: {t['description']}")
         for section in ("tile", "device", "periphery", "mapping", "cost"):
-            items = ", ".join(f"{k}={v}" for k, v in t[section].items())
-            click.echo(f"  [{section}] {items}")
+            click.echo(f"  [{section}] {format_section(t, section)}")
     if not name:
         from runtime.physics.devices import device_class, device_names
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.inliner
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper, shape_inference
 
+from runtime import contract
 from runtime.errors import AcompileError
 
 MAX_FILE_BYTES = 4 * 1024**3  # 4 GiB
@@ -320,11 +322,171 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return skel
 
 
-def load_and_normalize(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read, validate, convert opset, fold constant weight paths, infer shapes. BN stays a node."""
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def inline_functions(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """Inline model-local functions (exporters wrap modules in them), so every node is a standard op."""
+    if not model.functions:
+        return model
+    try:
+        return onnx.inliner.inline_local_functions(model)
+    except Exception as exc:  # the inliner raises plain C++ errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AcompileError(f"{label}: cannot inline the model's local functions ({first})") from None
+
+
+def check_domains(model: onnx.ModelProto) -> None:
+    """Every node must be a standard ONNX op (domain ai.onnx): an op of another domain (a runtime's
+    contrib op, a custom op) could be neither mapped nor emulated, so it is refused here, at compile
+    time, naming the node, not at `acompile eval`."""
+    for node in model.graph.node:
+        if node.domain in STANDARD_DOMAINS:
+            continue
+        where = f"node {node.name!r} ({node.domain}::{node.op_type})"
+        if node.domain == contract.DOMAIN:
+            raise AcompileError(f"{where}: the model is already mapped by acompile; compile the original "
+                                "model instead")
+        raise AcompileError(f"{where}: op domain {node.domain!r} is not standard ONNX; acompile compiles "
+                            "and emulates ai.onnx ops only (export without custom / contrib ops)")
+
+
+BATCH_SYMBOL = "batch"
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    t = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+
+def _has(dims: list | None, symbol: str) -> bool:
+    return bool(dims) and symbol in dims
+
+
+def _infer_with_batch(model: onnx.ModelProto, names: set[str], symbol: str) -> onnx.ModelProto | None:
+    """Shape inference of the model with the first dim of the inputs `names` made `symbol`."""
+    skel = _skeleton(model)
+    for vi in skel.graph.input:
+        if vi.name in names:
+            vi.type.tensor_type.shape.dim[0].Clear()
+            vi.type.tensor_type.shape.dim[0].dim_param = symbol
+    for vi in skel.graph.output:  # outputs are re-inferred
+        vi.type.tensor_type.ClearField("shape")
+    try:
+        return shape_inference.infer_shapes(skel, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # an op refuses another batch: the batch is fixed
+        return None
+
+
+def _free_reshapes(model: onnx.ModelProto, inferred: onnx.ModelProto, batch: int, symbol: str) -> int:
+    """``x.view(x.size(0), -1)`` exported at a static batch B is a Reshape to the constant [B, -1]: where
+    the reshaped tensor's first dim is the batch, make that entry 0 (copy the input's dim; exact at B).
+    Returns how many Reshapes were freed."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    shapes = {vi.name: _dims(vi) for vi in [*inferred.graph.input, *inferred.graph.value_info]}
+    freed = 0
+    for node in g.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            continue
+        data = shapes.get(node.input[0])
+        shape = numpy_helper.to_array(inits[node.input[1]]).reshape(-1)
+        if not data or data[0] != symbol or not len(shape) or int(shape[0]) != batch:
+            continue
+        new = shape.copy()
+        new[0] = 0
+        t = numpy_helper.from_array(new, f"{node.input[1]}.batch_free")
+        if t.name not in inits:
+            g.initializer.append(t)
+            inits[t.name] = t
+        node.input[1] = t.name
+        freed += 1
+    return freed
+
+
+def generalize_batch(model: onnx.ModelProto, label: str) -> int | None:
+    """Free a batch size fixed at export when the graph does not depend on it.
+
+    A model exported with a static batch B (input ``[B, ...]``) is re-inferred with that dim symbolic.
+    A Reshape to a constant ``[B, ...]`` of a tensor whose first dim is the batch (the exporter's trace
+    of ``x.view(x.size(0), -1)``) gets 0 there (copy the batch; exact at B). When then every graph
+    output whose first dim was B keeps the symbol there, the graph works at any batch and the model's
+    inputs, outputs and value_info take the symbolic shapes (so the mapped model does too). Otherwise B
+    is baked in (a Reshape to a constant shape that folds the batch with other dims, as attention heads
+    do) and the model is left as it is. Returns the fixed batch size, or None (any batch).
+    """
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    static = [(i, _dims(i)) for i in g.input if i.name not in inits]
+    static = [(i, d) for i, d in static if d and len(d) >= 2 and isinstance(d[0], int) and d[0] > 0]
+    if not static:
+        return None
+    sizes = {d[0] for _, d in static}
+    out_before = {o.name: _dims(o) for o in g.output}
+    batched = [n for n, d in out_before.items() if d and d[0] in sizes]
+    if not batched:  # no output starts with that size: the first dim is not a batch, leave it alone
+        return None
+    if len(sizes) != 1:
+        return min(sizes)
+    batch = sizes.pop()
+    used = {d.dim_param for vi in [*g.input, *g.output, *g.value_info]
+            for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    symbol = BATCH_SYMBOL
+    while symbol in used:
+        symbol = "_" + symbol
+    names = {i.name for i, _ in static}
+    inferred = _infer_with_batch(model, names, symbol)
+    if inferred is None:
+        return batch
+    if _free_reshapes(model, inferred, batch, symbol):  # exact at B, so done in place either way
+        inferred = _infer_with_batch(model, names, symbol)
+        if inferred is None:
+            return batch
+    for o in inferred.graph.output:
+        before, after = out_before.get(o.name), _dims(o)
+        if before and before[0] == batch and not (after and after[0] == symbol):
+            return batch
+    # the graph works at any batch: take the symbolic shapes
+    for mine, theirs in ((g.input, inferred.graph.input), (g.output, inferred.graph.output)):
+        by_name = {vi.name: vi for vi in theirs}
+        for vi in mine:
+            if vi.name in by_name:
+                vi.CopyFrom(by_name[vi.name])
+    del g.value_info[:]
+    g.value_info.extend(inferred.graph.value_info)
+    return None
+
+
+def batch_culprit(model: onnx.ModelProto, batch: int) -> str | None:
+    """The first node that fixes the batch: a Reshape (or Expand, ...) to a constant shape that starts
+    with the export's batch size or folds it in with other dims. Used only to explain a fixed batch."""
+    consts = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("Reshape", "Expand", "ConstantOfShape", "Tile") and len(node.input) >= 1:
+            shape_in = node.input[1] if node.op_type != "ConstantOfShape" else node.input[0]
+            if shape_in in consts:
+                shape = [int(v) for v in numpy_helper.to_array(consts[shape_in]).reshape(-1)]
+                if shape and (shape[0] == batch or (-1 not in shape and 0 not in shape)):
+                    return f"node {node.name!r} ({node.op_type}) has the constant shape {shape}"
+    return None
+
+
+def load_and_normalize(path: str | os.PathLike, info: dict | None = None) -> onnx.ModelProto:
+    """Read, validate, convert opset, inline functions, check domains, fold constant weight paths, infer
+    shapes, free a batch size the graph does not depend on. BN stays a node.
+
+    ``info`` (a dict, optional) receives ``fixed_batch``: the batch size the graph only works at (None:
+    any batch)."""
     label = repr(str(path))
     model = read_model(path)
     model = convert_opset(model, label)
+    model = inline_functions(model, label)
+    name_nodes(model)
+    check_domains(model)
     fold_constant_weights(model)
     if needs_general_folding(model):  # e.g. dynamo exports: Shape/Expand/CastLike chains
         model = fold_with_onnxscript(model)
@@ -332,4 +494,7 @@ def load_and_normalize(path: str | os.PathLike) -> onnx.ModelProto:
     name_nodes(model)
     model = infer_shapes(model, label)
     check_sizes(model)
+    fixed = generalize_batch(model, label)
+    if info is not None:
+        info["fixed_batch"] = fixed
     return model

@@ -46,6 +46,17 @@ class GraphInfo:
                 ]
         for t in g.initializer:
             self.shapes[t.name] = list(t.dims)
+        # the batch: the first dim of every graph input, symbolic (any batch) or a size fixed at export
+        self.batch_symbols: set[str] = set()
+        self.static_batch: int | None = None
+        for vi in g.input:
+            dims = self.shapes.get(vi.name)
+            if vi.name in self.initializers or not dims:
+                continue
+            if isinstance(dims[0], str):
+                self.batch_symbols.add(dims[0])
+            elif isinstance(dims[0], int) and dims[0] > 0:
+                self.static_batch = dims[0]
 
     def topo_order(self) -> list[str]:
         try:

@@ -71,6 +71,29 @@ def _weight_type(node: onnx.NodeProto, info: GraphInfo) -> int | str:
     return dtype
 
 
+def _empty(node: onnx.NodeProto, w: np.ndarray) -> str | None:
+    """The reason a layer whose weight has a zero-sized dim stays digital (nothing to put on tiles)."""
+    if w.size == 0:
+        return (f"empty weight {node.input[1]!r} (shape {list(w.shape)}): nothing to map, kept digital")
+    return None
+
+
+def check_finite(node: onnx.NodeProto, name: str, value: np.ndarray, what: str = "weight") -> None:
+    """NaN / Inf in a weight (or bias) is refused, naming the node: conductances cannot hold them
+    (G_SCALE would silently become 1.0 or 0.0 and the layer compute noise), and the digital model is
+    broken as well, so keeping the layer digital would not help."""
+    if value.dtype.kind != "f" and value.dtype.name not in ("bfloat16",):
+        return
+    v = value.astype(np.float32, copy=False) if value.dtype.name == "bfloat16" else value
+    finite = np.isfinite(v)
+    if finite.all():
+        return
+    n_nan = int(np.isnan(v).sum())
+    n_inf = int(v.size - finite.sum()) - n_nan
+    raise AcompileError(f"{_where(node)}: {what} {name!r} holds {n_nan} NaN and {n_inf} infinite value(s) "
+                        f"of {v.size}; fix the model (weights must be finite numbers)")
+
+
 def _positions(node: onnx.NodeProto, dims: list | None, what: str) -> int:
     if dims is None or any(not isinstance(d, int) or d <= 0 for d in dims):
         raise AcompileError(f"{_where(node)}: cannot resolve the {what} shape {dims} (dynamic shapes); "
@@ -83,6 +106,8 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     dtype = _weight_type(node, info)
     if isinstance(dtype, str):
         return dtype
+    if _empty(node, w):
+        return _empty(node, w)
     a = _attrs(node)
     group = int(a.get("group", 1))
     if group != 1:
@@ -133,10 +158,26 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
 
 
 def _row_positions(node: onnx.NodeProto, info: GraphInfo, x: str) -> int:
+    """MVMs per inference of X @ W: the rows of X ([..., K]) of one batch element.
+
+    The batch may sit at any leading position (attention reshapes [N, T, E] to [T, N, E]): a dim named
+    by a graph input's batch symbol counts 1; without one (a batch fixed at export) the first dim is the
+    batch, or the product of the leading dims is divided by that fixed batch when it folds in elsewhere.
+    """
     shape = info.shape(x)
-    if shape is None or len(shape) <= 2:
-        return 1  # [batch, K] or [K]: one MVM per inference
-    return _positions(node, shape[1:-1], "input leading (non-batch)")
+    if shape is None or len(shape) <= 1:
+        return 1  # [K]: one MVM
+    lead = list(shape[:-1])
+    if any(isinstance(d, str) and d in info.batch_symbols for d in lead):
+        rest = [d for d in lead if not (isinstance(d, str) and d in info.batch_symbols)]
+        return _positions(node, rest, "input leading (non-batch)") if rest else 1
+    if len(lead) == 1:
+        return 1  # [batch, K]
+    if info.static_batch and all(isinstance(d, int) and d > 0 for d in lead):
+        total = math.prod(lead)
+        if total % info.static_batch == 0:
+            return total // info.static_batch
+    return _positions(node, lead[1:], "input leading (non-batch)")
 
 
 def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
@@ -147,6 +188,8 @@ def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     a = _attrs(node)
     if b.ndim != 2:
         raise AcompileError(f"{_where(node)}: weight has rank {b.ndim}, expected 2")
+    if _empty(node, b):
+        return _empty(node, b)
     W = b.T if a.get("transB", 0) else b
     W = np.ascontiguousarray(W.astype(np.float32, copy=False))
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -169,6 +212,8 @@ def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowerin
     dtype = _weight_type(node, info)
     if isinstance(dtype, str):
         return dtype
+    if _empty(node, b):
+        return _empty(node, b)
     W = np.ascontiguousarray(b.astype(np.float32, copy=False))
     mvms = _row_positions(node, info, node.input[0])
     attrs = contract.matmul_attrs(orig_op="MatMul")

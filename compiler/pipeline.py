@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from compiler import artifact, frontend
 from compiler.conductance import g_scale
 from compiler.graph import GraphInfo, remove_dead_nodes
-from compiler.partition import digital_op_counts, partition
+from compiler.partition import digital_op_counts, emulated, partition, short_name, weight_matrix
 from compiler.report import build_report, to_markdown
 from compiler.tiling import Block, place_packed, place_unpacked, split
 from runtime import contract
@@ -34,20 +33,129 @@ def default_output(model_path: Path) -> Path:
     return model_path.with_name(f"{stem}.pcm.onnx")
 
 
+#: Most tiles (matrix blocks) a compile may produce: ~10 MB of report. ResNet-50 needs 422 tiles of
+#: 256x256; `--tile 1x1` would make it 25.5 million (minutes of work, a report of hundreds of MB).
+MAX_TILES = 50_000
+
+_STAGES = ("loading", "partitioning", "tiling", "conductances", "building artifact", "writing")
+
+
+def _reporter(progress: bool | Callable[[str], None] | None, stages: int = len(_STAGES)
+              ) -> tuple[Callable[[str], None], Any]:
+    """(say(stage), the Progress to close or None): a callback as given, or the shared progress report
+    (a bar on a terminal, plain lines on stderr otherwise) over the compile stages."""
+    if callable(progress):
+        return progress, None
+    from runtime.progress import Progress
+
+    bar = Progress(total=stages, desc="compile", unit="steps", enabled=bool(progress))
+    seen: list[str] = []
+
+    def say(stage: str) -> None:
+        if seen:
+            bar.update(1)
+        seen.append(stage)
+        bar.set_postfix_str(stage)
+
+    return say, bar
+
+
+def estimate_tiles(layers: list, R: int, C: int) -> int:
+    """Tiles without packing (= matrix blocks) the analog layers need: sum of ceil(rows/R)*ceil(cols/C)."""
+    total = 0
+    for ly in layers:
+        if ly.analog:
+            rows, cols = ly.lowering.W.shape
+            total += -(-rows // R) * -(-cols // C)
+    return total
+
+
+def _check_tile_bound(layers: list, R: int, C: int, max_tiles: int) -> None:
+    n = estimate_tiles(layers, R, C)
+    if n <= max_tiles:
+        return
+    standard = estimate_tiles(layers, 256, 256)
+    raise AcompileError(f"{R}x{C} tiles: this model would need {n:,} tiles (one per {R}x{C} block of its "
+                        f"weight matrices; --pack packs blocks, it does not reduce them), above the bound "
+                        f"of {max_tiles:,}; use larger tiles (256x256 needs {standard:,})")
+
+
+def _layer_row(ly, node, info: GraphInfo, tiles, R: int, C: int, dpw: int) -> dict[str, Any]:
+    """The report's entry for one weight layer."""
+    alias = short_name(ly)
+    if ly.analog:
+        rows, cols = ly.lowering.W.shape
+        nb = len(tiles[ly.name])
+        return {"name": ly.name, "alias": alias, "op": ly.op, "analog": True, "reason": ly.reason,
+                "emulated": True, "matrix": [int(rows), int(cols)],
+                "tiles": len({t.tile for t in tiles[ly.name]}), "blocks": nb,
+                "utilization": round(rows * cols / (nb * R * C), 6) if nb else 0.0,
+                "devices": int(rows * cols * dpw), "mvms_per_inference": int(ly.lowering.mvms),
+                "weights": int(rows * cols)}
+    matrix, weights = weight_matrix(node, info)
+    return {"name": ly.name, "alias": alias, "op": ly.op, "analog": False, "reason": ly.reason,
+            "emulated": emulated(ly.op), "matrix": matrix, "tiles": 0, "blocks": 0, "utilization": 0.0,
+            "devices": 0, "mvms_per_inference": 0, "weights": weights}
+
+
+def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Op type -> the nodes of a (normalized) model that the emulator cannot run."""
+    missing: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if n.domain in frontend.STANDARD_DOMAINS and not emulated(n.op_type):
+            missing.setdefault(n.op_type, []).append(n.name)
+    return missing
+
+
+def _warnings(missing: dict[str, list[str]], fixed_batch: int | None, culprit: str | None) -> list[str]:
+    """What the user must know before running the mapped model (printed by `acompile` on stderr)."""
+    out = []
+    if missing:
+        ops = "; ".join(f"{op} ({', '.join(repr(x) for x in names[:3])}{', ...' if len(names) > 3 else ''})"
+                        for op, names in sorted(missing.items()))
+        out.append(f"acompile eval cannot run this model: the emulator has no {ops}; the mapped model is "
+                   "written, but it cannot be evaluated on simulated chips yet")
+    if fixed_batch is not None:
+        why = f" ({culprit})" if culprit else ""
+        out.append(f"the model works only at batch size {fixed_batch}, fixed at export{why}; acompile eval "
+                   f"runs it in batches of {fixed_batch} (the last one padded). Export with a dynamic batch "
+                   "axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}, ...})) to run any "
+                   "batch")
+    return out
+
+
 def map_model(model_path: str | Path, target: dict, digital: list[str] | None = None,
-              pack: bool = False, progress: Callable[[str], None] | None = None
-              ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Load, partition, tile and build the mapped model in memory. Raises AcompileError on bad input."""
-    model_path = Path(model_path)
-    say = progress or (lambda _msg: None)
+              pack: bool = False, progress: bool | Callable[[str], None] | None = None,
+              max_tiles: int = MAX_TILES) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Load, partition, tile and build the mapped model in memory. Raises AcompileError on bad input.
+
+    ``progress``: a callback receiving each stage's name, True for the shared progress report (a bar on
+    a terminal, lines on stderr otherwise), None/False for silence. More than ``max_tiles`` tiles (an
+    estimate made before any block is placed) is refused."""
+    say, bar = _reporter(progress, len(_STAGES) - 1)  # no "writing"
+    try:
+        result = _map_model(Path(model_path), target, digital, pack, say, max_tiles)
+        if bar is not None:
+            bar.update(1)
+        return result
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: bool,
+               say: Callable[[str], None], max_tiles: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
     say("loading")
-    model = frontend.load_and_normalize(model_path)
+    loaded: dict[str, Any] = {}
+    model = frontend.load_and_normalize(model_path, loaded)
+    fixed_batch = loaded.get("fixed_batch")
     original_meta = {p.key: p.value for p in model.metadata_props}
     remove_dead_nodes(model)
     info = GraphInfo(model)
     say("partitioning")
     layers = partition(info, target, digital)
     R, C = target["tile"]["rows"], target["tile"]["cols"]
+    _check_tile_bound(layers, R, C, max_tiles)
     analog = [ly for ly in layers if ly.analog]
     blocks: list[Block] = []
     for i, ly in enumerate(analog):
@@ -70,34 +178,13 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
     g_max = target["device"]["g_max"]
     scales = {ly.name: g_scale(ly.lowering.W, g_max, mode) for ly in analog}
     dpw = target["tile"]["devices_per_weight"]
-    rows_out: list[dict[str, Any]] = []
-    for ly in layers:
-        node = info.nodes[ly.name]
-        if ly.analog:
-            rows, cols = ly.lowering.W.shape
-            nb = len(tiles[ly.name])
-            row = {"name": ly.name, "op": ly.op, "analog": True, "reason": ly.reason,
-                   "matrix": [int(rows), int(cols)], "tiles": len({t.tile for t in tiles[ly.name]}),
-                   "blocks": nb, "utilization": round(rows * cols / (nb * R * C), 6),
-                   "devices": int(rows * cols * dpw), "mvms_per_inference": int(ly.lowering.mvms),
-                   "weights": int(rows * cols)}
-        else:
-            w = info.const(node.input[1]) if len(node.input) > 1 else None
-            matrix = None
-            if w is not None and w.ndim >= 2:
-                trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-                if ly.op == "Conv":  # rows = fan-in of one output channel (per group)
-                    matrix = [int(np.prod(w.shape[1:])), int(w.shape[0])]
-                elif w.ndim == 2:
-                    matrix = [int(w.shape[1]), int(w.shape[0])] if trans_b else [int(d) for d in w.shape]
-                else:
-                    matrix = [int(d) for d in w.shape]
-            row = {"name": ly.name, "op": ly.op, "analog": False, "reason": ly.reason, "matrix": matrix,
-                   "tiles": 0, "blocks": 0, "utilization": 0.0, "devices": 0, "mvms_per_inference": 0,
-                   "weights": int(w.size) if w is not None else 0}
-        rows_out.append(row)
+    rows_out = [_layer_row(ly, info.nodes[ly.name], info, tiles, R, C, dpw) for ly in layers]
+    culprit = frontend.batch_culprit(model, fixed_batch) if fixed_batch is not None else None
+    missing = unsupported_ops(model)
     report = build_report(model_path.name, target, rows_out, n_tiles, n_unpacked, pack,
-                          digital_op_counts(model, layers), block_rows)
+                          digital_op_counts(model, layers), block_rows,
+                          warnings=_warnings(missing, fixed_batch, culprit), fixed_batch=fixed_batch,
+                          eval_unsupported=missing)
     say("building artifact")
     mapped = artifact.build_mapped_model(model, layers, scales, tiles, target, report, original_meta)
     contract.check_mapped(mapped)  # the schema (no tensor copies); onnx.checker runs on the bytes written
@@ -106,25 +193,36 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
 
 def compile_model(model_path: str | Path, target: dict, output: str | Path | None = None,
                   digital: list[str] | None = None, pack: bool = False,
-                  progress: Callable[[str], None] | None = None) -> CompileResult:
-    """Compile and write MODEL.pcm.onnx (or ``output``) plus .json/.md/.png reports, atomically."""
+                  progress: bool | Callable[[str], None] | None = None,
+                  max_tiles: int = MAX_TILES) -> CompileResult:
+    """Compile and write MODEL.pcm.onnx (or ``output``) plus .json/.md/.png reports, atomically.
+
+    ``progress`` as in `map_model` (the CLI passes True unless --quiet)."""
     model_path = Path(model_path)
     out = Path(output) if output is not None else default_output(model_path)
     if out.resolve() == model_path.resolve():
         raise AcompileError(f"output {str(out)!r} would overwrite the input model")
-    mapped, report = map_model(model_path, target, digital, pack, progress)
-    from compiler.report_plot import render_png
+    say, bar = _reporter(progress)
+    try:
+        mapped, report = _map_model(model_path, target, digital, pack, say, max_tiles)
+        say("writing")
+        from compiler.report_plot import render_png
 
-    paths = artifact.report_paths(out)
-    data = artifact.serialize(mapped)
-    artifact.check_mapped(data)  # on the bytes we write: one serialization, not two
-    files = {
-        out: data,
-        paths["json"]: (json.dumps(report, indent=1) + "\n").encode(),
-        paths["md"]: to_markdown(report).encode(),
-        paths["png"]: render_png(report),
-    }
-    artifact.write_atomically(files)
+        paths = artifact.report_paths(out)
+        data = artifact.serialize(mapped)
+        artifact.check_mapped(data)  # on the bytes we write: one serialization, not two
+        files = {
+            out: data,
+            paths["json"]: (json.dumps(report, indent=1) + "\n").encode(),
+            paths["md"]: to_markdown(report).encode(),
+            paths["png"]: render_png(report),
+        }
+        artifact.write_atomically(files)
+        if bar is not None:
+            bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return CompileResult(mapped, report, {"model": out, **paths})
 
 

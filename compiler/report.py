@@ -23,8 +23,15 @@ LATENCY_ASSUMPTION = ("tiles of one layer run in parallel, layers and the output
 
 def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_tiles: int,
                  n_tiles_unpacked: int, packed: bool, digital_ops: Counter,
-                 blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Assemble the report dict from per-layer rows (already computed by the pipeline)."""
+                 blocks: list[dict[str, Any]], warnings: list[str] | None = None,
+                 fixed_batch: int | None = None,
+                 eval_unsupported: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Assemble the report dict from per-layer rows (already computed by the pipeline).
+
+    ``warnings``: what limits the use of the mapped model (ops the emulator lacks, a batch fixed at
+    export); the CLI prints them. ``fixed_batch``: the only batch size the graph works at (None: any);
+    `acompile eval` runs such a model in batches of that size. ``eval_unsupported``: op type -> nodes the
+    emulator cannot run (then `acompile eval` cannot run the model)."""
     R, C = target["tile"]["rows"], target["tile"]["cols"]
     cost = target["cost"]
     analog = [ly for ly in layers if ly["analog"]]
@@ -62,6 +69,10 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "totals": totals,
         "digital_ops": dict(sorted(digital_ops.items())),
         "notes": _notes(analog, digital_ops),
+        "warnings": list(warnings or []),
+        "fixed_batch": fixed_batch,
+        "eval_supported": not eval_unsupported,
+        "eval_unsupported": dict(sorted((eval_unsupported or {}).items())),
         "blocks": blocks,
     }
 
@@ -83,19 +94,27 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def _layer_name(ly: dict[str, Any]) -> str:
+    """The node name, with the short name `--digital` also takes when it differs."""
+    alias = ly.get("alias")
+    return f"{ly['name']} ({alias})" if alias and alias != ly["name"] else ly["name"]
+
+
 def _rows(report: dict[str, Any]) -> list[list[str]]:
     out = []
     for ly in report["layers"]:
         shape = "x".join(str(d) for d in ly["matrix"]) if ly.get("matrix") else "-"
-        out.append([ly["name"], ly["op"], shape,
+        out.append([_layer_name(ly), ly["op"], shape,
                     str(ly["tiles"]) if ly["analog"] else "-",
                     _pct(ly["utilization"]) if ly["analog"] else "-",
                     str(ly["devices"]) if ly["analog"] else "-",
-                    "analog" if ly["analog"] else "digital", ly["reason"]])
+                    "analog" if ly["analog"] else "digital",
+                    "yes" if ly.get("emulated", True) else "no", ly["reason"]])
     return out
 
 
-HEADER = ["layer", "op", "matrix (rows x cols)", "tiles", "utilization", "devices", "mapped", "why"]
+HEADER = ["layer (short name)", "op", "matrix (rows x cols)", "tiles", "utilization", "devices", "mapped",
+          "eval runs it", "why"]
 
 
 def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -107,6 +126,10 @@ def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
                          f"{' per column' if report['weight_scale'] == 'column' else ''})"),
         ("packing", "on (shelf first-fit-decreasing)" if report["packed"] else "off (one block per tile)"),
         ("analog / digital layers", f"{t['analog_layers']} / {t['digital_layers']}"),
+        ("batch size", "any" if report.get("fixed_batch") is None
+         else f"{report['fixed_batch']} only (fixed at export)"),
+        ("acompile eval", "can run this model" if report.get("eval_supported", True)
+         else "cannot run this model (see the warnings)"),
         ("tiles", str(t["tiles"]) + (f" ({t['tiles_saved_by_packing']} saved by packing)"
                                      if report["packed"] else "")),
         ("chips", str(t["chips"])),
@@ -132,6 +155,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Tile mapping report: {report['model']}", ""]
     lines += ["| | |", "| --- | --- |"]
     lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _summary(report)]
+    lines += [f"\n> **warning:** {_md(w)}" for w in report.get("warnings", [])]
     lines += [f"\n> note: {n}" for n in report.get("notes", [])]
     lines += ["", "## Layers", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(report)]
@@ -149,6 +173,7 @@ def to_html(report: dict[str, Any], png_data_uri: str | None = None) -> str:
              f"<h1>Tile mapping report: {e(report['model'])}</h1><table>"]
     parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _summary(report)]
     parts.append("</table>")
+    parts += [f"<p><b>warning:</b> {e(w)}</p>" for w in report.get("warnings", [])]
     parts += [f"<p><b>note:</b> {e(n)}</p>" for n in report.get("notes", [])]
     parts.append("<h2>Layers</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER)
                  + "</tr>")

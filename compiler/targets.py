@@ -8,6 +8,7 @@ any key; every key it writes is validated, and the resolved target always has ev
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,7 @@ def parse_tile(spec: str) -> tuple[int, int]:
         rows, cols = (int(p) for p in parts)
     except ValueError:
         raise AcompileError(f"--tile must look like ROWSxCOLS (e.g. 256x256), got {spec!r}") from None
-    if rows <= 0 or cols <= 0:
+    if pos_int(rows) is not None or pos_int(cols) is not None:  # the [tile].rows / cols check
         raise AcompileError(f"--tile must have positive rows and cols, got {spec!r}")
     return rows, cols
 
@@ -201,3 +202,40 @@ def with_device(target: dict[str, Any], model: str | None = None, **keys: Any) -
     section = {"model": model} if model and model != out["device"]["model"] else out["device"]
     out["device"] = _device_section({**section, **keys}, repr(out.get("name", "target")), None)
     return out
+
+
+# ---- showing a target (`acompile targets`) ---------------------------------------------------------------
+
+#: Units of the keys outside [device] (the comments of compiler/targets/pcm.toml); [device] keys take
+#: theirs from the device model's key docs ("uS, ...", "s, ...").
+UNITS: dict[str, dict[str, str]] = {
+    "tile": {"rows": "cells", "cols": "cells"},
+    "periphery": {"dac_bits": "bits", "adc_bits": "bits", "input_range": "input units",
+                  "out_bound": "normalized units", "out_noise": "normalized units (std)"},
+    "cost": {"energy_per_mvm_pj": "pJ", "latency_per_mvm_ns": "ns"},
+}
+_UNIT = re.compile(r"^([A-Za-z\u00b5%/]{1,4}),\s")
+
+
+def unit_of(target: dict[str, Any], section: str, key: str) -> str | None:
+    """The unit of a target key, or None (flags, counts, names)."""
+    if section == "device":
+        try:
+            doc = device_class(target["device"]["model"]).keys()[key].doc
+        except (DeviceError, KeyError):
+            return None
+        m = _UNIT.match(doc)
+        return m.group(1) if m else None
+    return UNITS.get(section, {}).get(key)
+
+
+def format_section(target: dict[str, Any], section: str) -> str:
+    """``g_max=25.0 uS, g_min=0.0 uS, t0=20.0 s, prog_noise=True, ...`` for one section of a target."""
+    items = []
+    for key, value in target[section].items():
+        unit = unit_of(target, section, key)
+        if unit and isinstance(value, (int, float)) and not isinstance(value, bool):
+            items.append(f"{key}={value} {unit}")
+        else:
+            items.append(f"{key}={value}")
+    return ", ".join(items)

@@ -1,6 +1,7 @@
 """`acompile train`: hardware-aware / plain training of a zoo model, or in-memory training (delegated).
 
-Imports only click at module level; torch and the training code load when the command runs.
+Imports only click and the torch-free option / output modules at module level; every option and output
+path is checked before torch and the training code load.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import click
 
+from runtime import options as opt
 from runtime.errors import AcompileError
+from runtime.outputs import ONNX, check_outputs
 from runtime.physics.devices import noisy_device_names
 
 HWA_ALGORITHMS = ("hwa", "plain")
@@ -36,6 +39,31 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
     return params
 
 
+def _check_files(algorithm: str, out: str | None, json_path: str | None, checkpoint: str | None,
+                 resume: str | None, init: str | None, data_root: str | None) -> None:
+    """Inputs readable, outputs writable and distinct, before any training."""
+    for flag, path in (("--init", init), ("--resume", resume)):
+        if path is not None and not Path(path).is_file():
+            raise AcompileError(f"{flag} {path!r}: file not found")
+    if init is not None and Path(init).suffix.lower() not in (".onnx", ".npz"):
+        raise AcompileError(f"--init {init!r}: expected trained weights as .onnx or a checkpoint .npz")
+    outputs: dict[str, str | Path | None] = {"-o": out, "--json": json_path}
+    inputs: list[str | None] = [init, data_root]
+    if algorithm in INMEMORY_ALGORITHMS:
+        # the in-memory checkpoint (.npz + .json beside it) is --resume, else OUT with .ckpt.npz
+        ckpt = Path(resume) if resume else (Path(out).with_suffix(".ckpt.npz") if out else None)
+        if ckpt is not None:
+            outputs["the checkpoint"] = ckpt
+            outputs["the checkpoint's .json"] = ckpt.with_suffix(".json")
+    else:
+        ckpt = Path(checkpoint.replace("{epoch}", "1")) if checkpoint is not None else None
+        outputs["--checkpoint"] = ckpt
+        # continuing a checkpoint in place (--resume X --checkpoint X) rewrites it by design
+        if resume and not (ckpt is not None and Path(resume).resolve() == ckpt.resolve()):
+            inputs.append(resume)
+    check_outputs(outputs, inputs, suffixes={"-o": ONNX})
+
+
 @click.command("train")
 @click.argument("model_name", metavar="MODEL")
 @click.option(
@@ -48,9 +76,14 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
     show_default=True,
     help="hwa / plain (noise 0, clip off) train in torch; the rest train in memory",
 )
-@click.option("--epochs", type=int, default=None, help="default: 10 for mlp/lenet5, 200 for resnet32")
 @click.option(
-    "--noise", type=float, default=None, help=f"HWA weight noise eta (x max|W|)  [default: {ETA_DEFAULT}]"
+    "--epochs", type=opt.POS_INT, default=None, help="default: 10 for mlp/lenet5, 200 for resnet32"
+)
+@click.option(
+    "--noise",
+    type=opt.FRACTION,
+    default=None,
+    help=f"HWA weight noise eta (x max|W|, in [0, 1))  [default: {ETA_DEFAULT}]",
 )
 @click.option(
     "--noise-shape",
@@ -61,28 +94,43 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
 )
 @click.option(
     "--clip",
-    type=float,
+    type=opt.NONNEG_FLOAT,
     default=None,
     help=f"clip weights to k*std(W) after each step, 0 = off  [default: {CLIP_DEFAULT}]",
 )
 @click.option(
-    "--dac-bits", type=int, default=0, show_default=True, help="straight-through input quantization"
+    "--dac-bits",
+    type=opt.BITS,
+    default=0,
+    show_default=True,
+    help="straight-through input quantization (0 = off, or 2..16)",
 )
 @click.option(
-    "--adc-bits", type=int, default=0, show_default=True, help="straight-through output quantization"
+    "--adc-bits",
+    type=opt.BITS,
+    default=0,
+    show_default=True,
+    help="straight-through output quantization (0 = off, or 2..16)",
 )
-@click.option("--lr", type=float, default=None, help="peak learning rate (default per model)")
-@click.option("--batch-size", type=int, default=None, help="default per model")
-@click.option("--weight-decay", type=float, default=None, help="default per model")
+@click.option("--lr", type=opt.POS_FLOAT, default=None, help="peak learning rate (default per model)")
+@click.option("--batch-size", type=opt.POS_INT, default=None, help="default per model")
+@click.option("--weight-decay", type=opt.NONNEG_FLOAT, default=None, help="default per model")
 @click.option(
     "--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=opt.SEED, default=0, show_default=True)
 @click.option("--data", "data_root", type=click.Path(), default=None, help="data folder or .npz")
 @click.option(
-    "-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="write the ONNX here"
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write the ONNX (.onnx) here; missing folders are created",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="write metrics JSON")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="write metrics JSON (.json)"
+)
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
@@ -96,8 +144,12 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
     default=None,
     help="start from trained weights (.onnx or checkpoint)",
 )
-@click.option("--limit", type=int, default=None, help="train on the first N images only (smoke tests)")
-@click.option("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
+@click.option(
+    "--limit", type=opt.POS_INT, default=None, help="train on the first N images only (smoke tests)"
+)
+@click.option(
+    "--eval-limit", type=opt.POS_INT, default=None, help="evaluate on the first N test images only"
+)
 @click.option("--compute", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option(
     "--device",
@@ -107,7 +159,9 @@ def _parse_params(items: tuple[str, ...], offset: float | None) -> dict[str, flo
     show_default=True,
     help="device model for in-memory algorithms",
 )
-@click.option("--offset", type=float, default=None, help="reference offset spread (in-memory, Tiki-Taka)")
+@click.option(
+    "--offset", type=opt.NONNEG_FLOAT, default=None, help="reference offset spread (in-memory, Tiki-Taka)"
+)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="in-memory algorithm parameter")
 def train_cmd(
     model_name: str,
@@ -146,7 +200,11 @@ def train_cmd(
       acompile train mlp --dataset mnist --algorithm mixed-precision --device pcm --epochs 20
     """
     parsed = _parse_params(params, offset)
+    _check_files(algorithm, out, json_path, checkpoint, resume, init, data_root)
     if algorithm in INMEMORY_ALGORITHMS:
+        from hwtrain.inmemory.params import resolve
+
+        resolve(parsed)  # names and ranges of --param, before torch loads
         from hwtrain.inmemory.run import train_inmemory
 
         if dataset is None:

@@ -9,6 +9,7 @@ against the torch model with onnxruntime, so a silently wrong file never leaves 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import warnings
@@ -22,6 +23,7 @@ from torch import nn
 from runtime import contract
 from runtime.data import PREPROCESSING_KEY, Preprocessing
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
 
 RECIPE_KEY = contract.META_RECIPE
 INPUT_NAME = "input"
@@ -49,19 +51,38 @@ def export_onnx(
 ) -> Path:
     """Write `model` (eval mode, HWA hooks stripped, clean weights) to `path`; return the path.
 
+    The file is written all or nothing (runtime.outputs.write_files): an interrupted or failed export
+    leaves an existing file at `path` as it was. See `export_bytes`.
+    """
+    path = Path(path)
+    data = export_bytes(model, example_input=example_input, preprocessing=preprocessing, recipe=recipe,
+                        opset=opset)
+    write_files({path: data})
+    return path
+
+
+def export_bytes(
+    model: nn.Module,
+    *,
+    example_input: torch.Tensor,
+    preprocessing: Preprocessing,
+    recipe: dict,
+    opset: int = 17,
+) -> bytes:
+    """The ONNX file of `model` as bytes, checked against the torch model with onnxruntime.
+
     Uses the TorchScript exporter with TrainingMode.PRESERVE and no constant folding: the eval-mode
     peephole of the exporter would otherwise fold BN into the preceding Conv.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     plain = _plain_eval_copy(model)
     x = example_input.detach().cpu().float()
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             plain,
             (x,),
-            str(path),
+            buf,
             dynamo=False,
             opset_version=opset,
             do_constant_folding=False,
@@ -70,7 +91,7 @@ def export_onnx(
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buf.getvalue())
     _inline_identity_initializers(proto.graph)
     meta = {p.key: p.value for p in proto.metadata_props}
     meta[PREPROCESSING_KEY] = preprocessing.to_json()
@@ -78,9 +99,9 @@ def export_onnx(
     contract.set_metadata(proto, meta)
     proto.producer_name = contract.PRODUCER_HWTRAIN
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    verify_onnx(plain, path, x)
-    return path
+    data = proto.SerializeToString()
+    verify_onnx(plain, data, x)
+    return data
 
 
 def _inline_identity_initializers(graph: onnx.GraphProto) -> None:
@@ -100,12 +121,17 @@ def _inline_identity_initializers(graph: onnx.GraphProto) -> None:
     graph.node.extend(keep)
 
 
-def verify_onnx(model: nn.Module, path: str | os.PathLike, x: torch.Tensor, tol: float = TOLERANCE) -> float:
+def verify_onnx(model: nn.Module, path: str | os.PathLike | bytes, x: torch.Tensor,
+                tol: float = TOLERANCE) -> float:
     """Check onnxruntime against torch on x and on a batch of another size (the dynamic batch dim):
-    |ort - torch| <= tol + RTOL |torch| elementwise; returns the worst excess over the relative part."""
+    |ort - torch| <= tol + RTOL |torch| elementwise; returns the worst excess over the relative part.
+    `path` may be the file's bytes."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path),
+                                providers=["CPUExecutionProvider"])
+    if isinstance(path, bytes):
+        path = "model"
     worst = 0.0
     for batch in (x, torch.cat([x, x[:1]], 0)):
         with torch.no_grad():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import queue
 import threading
 import time
@@ -28,7 +27,6 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hwtrain.analog_hwa import HWAContext, HWAKnobs, HWALayer
 from hwtrain.graph_module import OnnxGraphModule, initializer_source, trainable_initializers
@@ -37,6 +35,9 @@ from runtime import contract
 from runtime.analog_settings import AnalogSettings
 from runtime.data import PREPROCESSING_KEY, Dataset, Preprocessing
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
+from runtime.progress import Progress
+from runtime.progress import write as progress_write
 
 CHECKPOINT_FORMAT = "acompile.finetune-checkpoint/1"
 RECIPE_KEY = contract.META_RECIPE
@@ -307,13 +308,7 @@ def save_checkpoint(path: Path, prepared: Prepared, opt: torch.optim.Optimizer, 
                                  for ly in prepared.layers], np.float64)
     arrays["rng/torch"] = torch.get_rng_state().numpy()
     arrays["meta"] = np.array(json.dumps({"format": CHECKPOINT_FORMAT, **state}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_files({path: lambda f: np.savez(f, **arrays)})  # all or nothing, even when interrupted
 
 
 def load_checkpoint(path: Path, prepared: Prepared, opt: torch.optim.Optimizer) -> dict:
@@ -401,7 +396,7 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
                                 "epochs")
     before = digital_accuracy(prepared, eval_ds) if (eval_ds is not None and start == 0) else None
     if before is not None and progress:
-        tqdm.write(f"before fine-tuning: test accuracy {before['accuracy']:.4f} (digital)")
+        progress_write(f"before fine-tuning: test accuracy {before['accuracy']:.4f} (digital)")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
@@ -410,9 +405,9 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
         rng = np.random.default_rng([cfg.seed, epoch])  # data order and augmentation of this epoch
         gen.manual_seed(int(rng.integers(2**62)))  # its noise: a resumed run repeats the same draws
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(batch_stream(train_ds, prepared.preprocessing, cfg.batch_size, rng, augment), total=steps,
-                   desc=f"finetune epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=None if progress else True, leave=False)
+        bar = Progress(batch_stream(train_ds, prepared.preprocessing, cfg.batch_size, rng, augment),
+                       total=steps, desc=f"finetune epoch {epoch + 1}/{cfg.epochs}", unit="batches",
+                       enabled=progress)
         lr = cfg.lr
         for i, (x, y) in enumerate(bar):
             lr = lr_at(cfg, epoch * steps + i, steps)  # type: ignore[arg-type]  (same fields)
@@ -450,7 +445,7 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
         history.append(record)
         if progress:
             test = f"  test acc {record['test_accuracy']:.4f}" if "test_accuracy" in record else ""
-            tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc "
+            progress_write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc "
                        f"{record['train_accuracy']:.4f}{test}  {record['seconds']:.0f}s "
                        f"({record['images_per_s']:.0f} img/s)")
         if checkpoint is not None:
@@ -482,12 +477,16 @@ def finetuned_model(prepared: Prepared, recipe: dict[str, Any]) -> onnx.ModelPro
     return out
 
 
-def verify_written(path: Path, prepared: Prepared, ds: Dataset, n: int = 16) -> float:
-    """onnxruntime on the written file against the trained graph module (clean): max |difference|."""
+def verify_written(path: Path | bytes, prepared: Prepared, ds: Dataset, n: int = 16) -> float:
+    """onnxruntime on the file to write (a path or its bytes) against the trained graph module (clean):
+    max |difference|."""
     import onnxruntime as ort
 
     x = prepared.preprocessing.apply(ds.x[:n])
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path if isinstance(path, bytes) else str(path),
+                                providers=["CPUExecutionProvider"])
+    if isinstance(path, bytes):
+        path = Path("the fine-tuned model")
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     m = prepared.module.eval()
     prepared.ctx.active = False

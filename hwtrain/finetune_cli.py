@@ -1,14 +1,14 @@
 """`acompile finetune MODEL.onnx --target pcm --data cifar10 --epochs 5 -o MODEL.hwa.onnx`.
 
-Imports only click at module level; torch and the training code load when the command runs. Every option
-and every output path is checked before the model is read, so a typo costs seconds, not an epoch.
+Imports only click and the torch-free runtime.options / runtime.outputs at module level; torch and the
+training code load when the command runs. Every option (by its type, runtime.options) and every output
+path (runtime.outputs.check_outputs) is checked before the model is read, so a typo costs seconds, not an
+epoch.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,48 +16,17 @@ from typing import Any
 
 import click
 
+from runtime import options as opt
 from runtime.errors import AcompileError
+from runtime.outputs import ONNX, check_outputs, interrupt_on_sigterm, write_files
 
 ETA_DEFAULT = 0.038  # runtime.physics.constants.HWA_ETA_TRAIN (Joshi 2020); literal so --help needs no torch
 CLIP_DEFAULT = 2.5  # runtime.physics.constants.HWA_CLIP_ALPHA
 
 
-def _floats(text: str | None, flag: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise AcompileError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
-    if not vals or not all(math.isfinite(v) for v in vals):
-        raise AcompileError(f"{flag}: expected finite numbers, got {text!r}")
-    return vals
-
-
 def default_output(model: Path) -> Path:
     stem = model.name[: -len(".onnx")] if model.name.endswith(".onnx") else model.stem
     return model.with_name(f"{stem}.hwa.onnx")
-
-
-def check_output(path: Path, flag: str, model: Path, others: dict[str, Path]) -> None:
-    """An output must not be the input or another output, and its folder must be writable (or creatable)."""
-    if path.exists() and path.is_dir():
-        raise AcompileError(f"{flag} {str(path)!r} is a folder; give a file name")
-    if path.resolve() == model.resolve():
-        raise AcompileError(f"{flag} {str(path)!r} would overwrite the input model")
-    for other_flag, other in others.items():
-        if other is not None and path.resolve() == other.resolve():
-            raise AcompileError(f"{flag} and {other_flag} name the same file {str(path)!r}")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise AcompileError(f"{flag} {str(path)!r}: folder {str(folder)!r} is not writable")
-
-
-def _check_bits(value: int | None, flag: str) -> None:
-    if value is not None and value != 0 and not 2 <= value <= 16:
-        raise AcompileError(f"{flag} must be 0 (ideal) or 2..16, got {value}")
 
 
 @click.command("finetune")
@@ -69,59 +38,70 @@ def _check_bits(value: int | None, flag: str) -> None:
                    "x_train/y_train for the train split); a comma list adds the train splits of the "
                    "others to the first (whose test split scores each epoch). Default: the model's "
                    "metadata dataset.")
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Peak learning rate (cosine decay).")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--epochs", type=opt.POS_INT, default=5, show_default=True)
+@click.option("--lr", type=opt.POS_FLOAT, default=0.01, show_default=True,
+              help="Peak learning rate (cosine decay).")
+@click.option("--batch-size", type=opt.POS_INT, default=128, show_default=True)
+@click.option("--weight-decay", type=opt.NONNEG_FLOAT, default=1e-4, show_default=True)
+@click.option("--momentum", type=opt.FRACTION, default=0.9, show_default=True, help="In [0, 1).")
 @click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine",
               show_default=True)
-@click.option("--noise", type=float, default=ETA_DEFAULT, show_default=True,
-              help="Weight-noise eta (Joshi 2020: 0.038 of max|W|; 0 = off).")
+@click.option("--noise", type=opt.FRACTION, default=ETA_DEFAULT, show_default=True,
+              help="Weight-noise eta in [0, 1) (Joshi 2020: 0.038 of max|W|; 0 = off).")
 @click.option("--noise-shape", type=click.Choice(["device", "gaussian"]), default="device", show_default=True,
               help="device: the target device model's programming noise, scaled by eta/0.038; gaussian: "
                    "N(0, eta max|W|) per weight.")
-@click.option("--noise-times", default=None, metavar="T_MIN,T_MAX",
+@click.option("--noise-times", default=None, metavar="T_MIN,T_MAX", type=opt.POS_TIMES,
               help="With --noise-shape device: also drift the devices to a time drawn log-uniformly in "
                    "[T_MIN, T_MAX] (e.g. 1s,1y) with 1/f read noise and global drift compensation.")
-@click.option("--clip", type=float, default=CLIP_DEFAULT, show_default=True,
+@click.option("--clip", type=opt.NONNEG_FLOAT, default=CLIP_DEFAULT, show_default=True,
               help="Clip weights to k std(W) after each step (0 = off; Joshi 2.0-2.5).")
 @click.option("--no-periphery", is_flag=True,
               help="Train without the DAC / output noise / ADC of the target.")
-@click.option("--dac-bits", type=int, default=None, help="Override the target's DAC bits (0 = ideal).")
-@click.option("--adc-bits", type=int, default=None, help="Override the target's ADC bits (0 = ideal).")
-@click.option("--out-noise", type=float, default=None, help="Override the target's output noise.")
-@click.option("--out-bound", default=None, help="Override the ADC bound: a number or 'calibrated'.")
+@click.option("--dac-bits", type=opt.BITS, default=None,
+              help="Override the target's DAC bits (0 = ideal, or 2..16).")
+@click.option("--adc-bits", type=opt.BITS, default=None,
+              help="Override the target's ADC bits (0 = ideal, or 2..16).")
+@click.option("--out-noise", type=opt.NONNEG_FLOAT, default=None,
+              help="Override the target's output noise (>= 0).")
+@click.option("--out-bound", type=opt.BOUND, default=None,
+              help="Override the ADC bound: a number > 0 or 'calibrated'.")
 @click.option("--digital", multiple=True, metavar="NAME,...", help="Layers kept digital (as for compile).")
-@click.option("--mean", default=None, help="Preprocessing mean per channel (models without metadata).")
-@click.option("--std", default=None, help="Preprocessing std per channel (models without metadata).")
-@click.option("--scale", type=float, default=None, help="Pixel scale before mean/std [default 1/255].")
+@click.option("--mean", type=opt.FLOATS, default=None,
+              help="Preprocessing mean per channel (models without metadata).")
+@click.option("--std", type=opt.POS_FLOATS, default=None,
+              help="Preprocessing std per channel, each > 0 (models without metadata).")
+@click.option("--scale", type=opt.POS_FLOAT, default=None,
+              help="Pixel scale before mean/std [default 1/255].")
 @click.option("--augment/--no-augment", default=None,
               help="Random crop + flip [default: on for 32x32 RGB images].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--limit", type=int, default=None, help="Train on the first N images (smoke runs).")
-@click.option("--eval-limit", type=int, default=None, help="Score each epoch on the first N test images.")
+@click.option("--seed", type=opt.SEED, default=0, show_default=True)
+@click.option("--limit", type=opt.POS_INT, default=None, help="Train on the first N images (smoke runs).")
+@click.option("--eval-limit", type=opt.POS_INT, default=None,
+              help="Score each epoch on the first N test images.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
               help="bf16 autocast for convolutions and matmuls (auto: bf16 on CPUs with AMX, where it "
                    "pays; fp32 elsewhere).")
 @click.option("--no-channels-last", is_flag=True, help="Keep NCHW activations (channels-last is faster).")
-@click.option("--threads", type=int, default=None, help="torch CPU threads [default: all cores].")
+@click.option("--threads", type=opt.THREADS, default=None, help="torch CPU threads [default: all cores].")
 @click.option("--compute", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Fine-tuned model [default: MODEL.hwa.onnx beside MODEL].")
+              help="Fine-tuned model (.onnx) [default: MODEL.hwa.onnx beside MODEL]; missing folders are "
+                   "created.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint written after every epoch [default: OUTPUT.ckpt.npz; removed at the end "
                    "unless --keep-checkpoint].")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after a finished run.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted run.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the run's metrics (history, accuracies) as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+              help="Write the run's metrics (history, accuracies) as JSON (.json).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, lr: float, batch_size: int,
                  weight_decay: float, momentum: float, schedule: str, noise: float, noise_shape: str,
-                 noise_times: str | None, clip: float, no_periphery: bool, dac_bits: int | None,
-                 adc_bits: int | None, out_noise: float | None, out_bound: str | None,
-                 digital: tuple[str, ...], mean: str | None, std: str | None, scale: float | None,
+                 noise_times: list[float] | None, clip: float, no_periphery: bool, dac_bits: int | None,
+                 adc_bits: int | None, out_noise: float | None, out_bound: float | str | None,
+                 digital: tuple[str, ...], mean: list[float] | None, std: list[float] | None,
+                 scale: float | None,
                  augment: bool | None, seed: int,
                  limit: int | None, eval_limit: int | None, precision: str, no_channels_last: bool,
                  threads: int | None, compute: str, output: Path | None, checkpoint: Path | None,
@@ -136,61 +116,39 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
     The output is the same graph (nodes, names, inputs, outputs) with new weights, biases and BN
     parameters and statistics; its metadata holds the recipe, the target and the parent's SHA-256.
     """
-    # ---- every option before any work ----------------------------------------------------------
-    from compiler.targets import load_target
-
+    # ---- every option and output before any work (the option types checked each value) ----------
     if not model.is_file():
         raise AcompileError(f"{str(model)!r}: file not found")
-    for value, flag in ((dac_bits, "--dac-bits"), (adc_bits, "--adc-bits")):
-        _check_bits(value, flag)
-    if out_noise is not None and not (math.isfinite(out_noise) and out_noise >= 0):
-        raise AcompileError(f"--out-noise must be >= 0, got {out_noise}")
-    bound: float | str | None = None
-    if out_bound is not None:
-        if out_bound.strip().lower() == "calibrated":
-            bound = "calibrated"
-        else:
-            try:
-                bound = float(out_bound)
-            except ValueError:
-                raise AcompileError(f"--out-bound: expected a number or 'calibrated', got "
-                                    f"{out_bound!r}") from None
-            if not (math.isfinite(bound) and bound > 0):
-                raise AcompileError(f"--out-bound must be > 0, got {out_bound}")
-    if threads is not None and threads < 1:
-        raise AcompileError(f"--threads must be >= 1, got {threads}")
-    means, stds = _floats(mean, "--mean"), _floats(std, "--std")
-    if scale is not None and not (math.isfinite(scale) and scale > 0):
-        raise AcompileError(f"--scale must be > 0, got {scale}")
+    opt.same_length(mean, std)
+    means, stds, bound = mean, std, out_bound
     out = output or default_output(model)
-    if out.suffix.lower() != ".onnx":
-        raise AcompileError(f"-o {str(out)!r}: the fine-tuned model must be a .onnx file")
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.npz")
-    check_output(out, "-o", model, {})
-    check_output(ckpt, "--checkpoint", model, {"-o": out})
-    if json_path is not None:
-        check_output(json_path, "--json", model, {"-o": out, "--checkpoint": ckpt})
+    times = None
+    if noise_times is not None:
+        if len(noise_times) != 2:
+            raise AcompileError(f"--noise-times needs two times T_MIN,T_MAX, got {len(noise_times)}")
+        if noise_shape != "device":
+            raise AcompileError("--noise-times needs --noise-shape device (it drifts the devices)")
+        if noise_times[0] > noise_times[1]:
+            raise AcompileError(f"--noise-times must be T_MIN <= T_MAX, got {noise_times[0]:g}s and "
+                                f"{noise_times[1]:g}s")
+        times = (noise_times[0], noise_times[1])
+    # the checkpoint is read back by --resume and rewritten: an output, never an input
+    check_outputs({"-o": out, "--checkpoint": ckpt, "--json": json_path},
+                  [model, *(d for d in (data or "").split(",") if d.strip().endswith(".npz"))],
+                  suffixes={"-o": ONNX})
     if resume and not ckpt.is_file():
         raise AcompileError(f"--resume: no checkpoint at {str(ckpt)!r} (name it with --checkpoint)")
     if not resume and ckpt.exists():
         raise AcompileError(f"checkpoint {str(ckpt)!r} exists from an earlier run: continue it with "
                             "--resume, or remove it")
+    from compiler.targets import load_target
+
     target = load_target(target_spec)
 
     from hwtrain.analog_hwa import HWAKnobs
     from hwtrain.finetune import FinetuneConfig
 
-    times = None
-    if noise_times is not None:
-        from runtime.evaluate import parse_times
-
-        try:
-            parsed = parse_times(noise_times)
-        except AcompileError as exc:
-            raise AcompileError(str(exc).replace("--times", "--noise-times", 1)) from None
-        if len(parsed) != 2:
-            raise AcompileError(f"--noise-times needs two times T_MIN,T_MAX, got {noise_times!r}")
-        times = (parsed[0], parsed[1])
     knobs = HWAKnobs(noise=noise, noise_shape=noise_shape, clip=clip, periphery=not no_periphery,
                      noise_times=times)
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
@@ -233,17 +191,11 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
                    err=True)
 
     # ---- train, write ----------------------------------------------------------------------------
-    import signal
-
-    def _terminate(signum, frame):  # SIGTERM like SIGINT: temp files are removed, the last checkpoint stays
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    # SIGTERM like SIGINT (acompile's main does this for every command; here too for direct callers):
+    # temp files are removed, the last checkpoint stays for --resume
+    with interrupt_on_sigterm():
         metrics = train(prepared, cfg, train_ds, test_ds, checkpoint=ckpt, resume=ckpt if resume else None,
                         compute=compute, progress=not quiet)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     command = " ".join(shlex.quote(a) for a in ["acompile", "finetune", *sys.argv[2:]]) \
         if len(sys.argv) > 1 and sys.argv[1] == "finetune" else None
     recipe: dict[str, Any] = {
@@ -251,13 +203,15 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
         "config": cfg.to_dict(), "precision": metrics["precision"], "history": metrics["history"],
         "digital_test_accuracy": metrics["test_accuracy"], "before": metrics["before"], "command": command}
     proto = finetuned_model(prepared, recipe)
-    from compiler.artifact import serialize, write_atomically
+    from compiler.artifact import serialize
 
-    write_atomically({out: serialize(proto)})
-    verify_written(out, prepared, test_ds)
+    data_out = serialize(proto)
+    verify_written(data_out, prepared, test_ds)  # before it replaces anything
+    files: dict[Path, bytes | str] = {out: data_out}
     if json_path is not None:
-        write_atomically({json_path: (json.dumps({"output": str(out), **recipe}, indent=1, default=str)
-                                      + "\n").encode()})
+        files[json_path] = json.dumps({"output": str(out), **recipe}, indent=1, default=str) + "\n"
+    with interrupt_on_sigterm():
+        write_files(files, primary=out)  # one set: the model moved into place last
     if not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     acc = metrics["test_accuracy"]

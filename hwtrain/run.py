@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwtrain.export import export_onnx
+from hwtrain.export import export_bytes
 from hwtrain.noise import HWAConfig
 from hwtrain.train import DEFAULTS, TrainConfig, load_weights, train
 from models import zoo
 from runtime.data import Preprocessing, load_dataset
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
 from runtime.physics import constants as C
 
 
@@ -114,6 +115,8 @@ def run_training(
     if eval_limit is not None and eval_limit < 1:
         raise AcompileError(f"--eval-limit must be >= 1, got {eval_limit}")
     train_ds = load_dataset(dataset, "train", root=data_root)
+    if len(train_ds) == 0:
+        raise AcompileError(f"dataset {dataset!r}: the train split has no images")
     pre = preprocessing_for(model_name, dataset, train_ds.x)
     torch.manual_seed(seed)  # the initial weights are part of the recipe
     model = build_for(model_name, pre, dataset)
@@ -184,13 +187,15 @@ def run_training(
         "python": platform.python_version(),
     }
     metrics["recipe"] = recipe
+    files: dict[Path, bytes | str] = {}  # one set, the model moved into place last
     if out:
-        path = export_onnx(model, out, example_input=_example(pre), preprocessing=pre, recipe=recipe)
-        metrics["onnx"] = str(path)
-        print(f"wrote {path} (digital test accuracy {_pct(metrics['test_accuracy'])})", file=sys.stderr)
+        files[Path(out)] = export_bytes(model, example_input=_example(pre), preprocessing=pre, recipe=recipe)
+        metrics["onnx"] = str(out)
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+        files[Path(json_path)] = json.dumps(metrics, indent=1, default=str) + "\n"
+    write_files(files, primary=out)
+    if out:
+        print(f"wrote {out} (digital test accuracy {_pct(metrics['test_accuracy'])})", file=sys.stderr)
     return metrics
 
 

@@ -23,11 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from hwtrain.noise import HWAConfig, apply_hwa, clean_state_dict, clip_weights_, load_clean_state_dict
 from runtime.data import Dataset, Preprocessing
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
+from runtime.progress import Progress
+from runtime.progress import write as progress_write
 
 SCHEDULES = ("cosine", "step", "constant")
 CHECKPOINT_FORMAT = "acompile.checkpoint/1"
@@ -194,9 +196,7 @@ def save_checkpoint(
                 arrays[f"momentum/{names[id(p)]}"] = buf.detach().cpu().numpy()
     arrays["rng/torch"] = torch.get_rng_state().numpy()
     arrays["meta"] = np.array(json.dumps({"format": CHECKPOINT_FORMAT, **state}))
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    write_files({path: lambda f: np.savez(f, **arrays)})  # all or nothing, even when interrupted
     return path
 
 
@@ -240,7 +240,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
         import onnx
         from onnx import numpy_helper
 
-        inits = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+            raise AcompileError(f"--init {path}: not an ONNX model ({type(exc).__name__})") from None
+        inits = {t.name: t for t in proto.graph.initializer}
         state = {k: torch.from_numpy(numpy_helper.to_array(inits[k]).copy()) for k in own if k in inits}
     else:
         try:
@@ -301,13 +305,12 @@ def train(
         t0 = time.time()
         rng = np.random.default_rng([cfg.seed, epoch])
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(
+        bar = Progress(
             batches(train_ds, pre, cfg.batch_size, rng=rng, augment=bool(cfg.augment)),
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            disable=None if progress else True,
-            leave=False,
+            unit="batches",
+            enabled=progress,
         )
         for i, (x, y) in enumerate(bar):
             lr = lr_at(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
@@ -338,7 +341,7 @@ def train(
             record.update(test_accuracy=ev["accuracy"], test_loss=ev["loss"])
         history.append(record)
         if progress:
-            tqdm.write(_epoch_line(record))
+            progress_write(_epoch_line(record))
         if checkpoint:  # "{epoch}" in the path keeps one file per epoch
             save_checkpoint(
                 str(checkpoint).replace("{epoch}", str(epoch + 1)),

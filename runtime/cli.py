@@ -1,6 +1,7 @@
 """`acompile eval MAPPED.onnx --data cifar10 --times 1s,1h,1d,30d,1y --chips 10 --compensation ...`
 
-Imports only click and the standard library at module level; torch loads when the command runs.
+Imports only click, the standard library and the torch-free runtime.options / runtime.outputs at module
+level; torch loads when the command runs, after every option and output path is checked.
 `eval_options` and `run_eval` are reused by `acompile MODEL.onnx --target pcm --eval`.
 """
 
@@ -12,78 +13,67 @@ from typing import Any
 
 import click
 
-
-def _floats(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    from runtime.errors import AcompileError
-
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise AcompileError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _bound(text: str | None) -> float | str | None:
-    if text is None or str(text).strip().lower() == "calibrated":
-        return None if text is None else "calibrated"
-    from runtime.errors import AcompileError
-
-    try:
-        return float(text)
-    except ValueError:
-        raise AcompileError(f"--out-bound: expected a number or 'calibrated', got {text!r}") from None
-
+from runtime import options as opt
+from runtime.outputs import check_outputs, write_files
 
 _OPTIONS = [
     click.option("--data", default="mnist", show_default=True,
                  help="mnist | fashion-mnist | cifar10 | cifar10-exact[:test-1k] | NAME:PATH | "
                       "images.npz (x, y)."),
-    click.option("--times", default="1s,1h,1d,30d,1y", show_default=True,
-                 help="Time points after programming: seconds or 1s/1h/1d/30d/1y."),
-    click.option("--chips", default=10, show_default=True, type=int, help="Simulated chips (Monte Carlo)."),
-    click.option("--compensation", default=None,
+    click.option("--times", default="1s,1h,1d,30d,1y", show_default=True, type=opt.TIMES,
+                 help="Time points after programming (>= 0): seconds or 1s/1h/1d/30d/1y."),
+    click.option("--chips", default=10, show_default=True, type=opt.CHIPS,
+                 help=f"Simulated chips (Monte Carlo), 1..{opt.MAX_CHIPS}."),
+    click.option("--compensation", default=None, type=opt.COMPENSATION,
                  help="Comma list of none, global (GDC), column, bn (AdaBS BN re-estimation), global+bn. "
                       "Default none,global,bn (bn left out for models without BatchNormalization)."),
-    click.option("--seed", default=0, show_default=True, type=int, help="Seed; (seed, chip) fixes a chip."),
+    click.option("--seed", default=0, show_default=True, type=opt.SEED,
+                 help="Seed (>= 0); (seed, chip) fixes a chip."),
     click.option("--compute", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
                  help="Where torch runs the emulation (the memory device is the target's [device])."),
-    click.option("--batch-size", default=128, show_default=True, type=int,
+    click.option("--batch-size", default=128, show_default=True, type=opt.POS_INT,
                  help="Images per batch (128 keeps a CPU batch in cache; larger suits CUDA)."),
-    click.option("--limit", default=None, type=int, help="Evaluate on the first N test images."),
+    click.option("--limit", default=None, type=opt.POS_INT,
+                 help="Evaluate on the first N (>= 1) test images."),
     click.option("--balanced", is_flag=True,
                  help="Class-balanced accuracy: the mean of per-class accuracies (classes present in the "
                       "labels), for test sets with skewed class counts such as cifar10-exact."),
-    click.option("--calib", default=1000, show_default=True, type=int,
-                 help="Training images for bn compensation (Joshi 2020 used 2600 on CIFAR-10)."),
-    click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path)),
-    click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, path_type=Path)),
+    click.option("--calib", default=1000, show_default=True, type=opt.POS_INT,
+                 help="Training images (>= 1) for bn compensation (Joshi 2020 used 2600 on CIFAR-10)."),
+    click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write the results (every chip's accuracy, settings) as JSON (.json)."),
+    click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write one row per time and compensation as CSV (.csv)."),
     click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
-                 help="Retention plot (PNG)."),
-    click.option("--mean", default=None, help="Override preprocessing mean (comma list)."),
-    click.option("--std", default=None, help="Override preprocessing std (comma list)."),
-    click.option("--scale", default=None, type=float, help="Override preprocessing pixel scale (1/255)."),
+                 help="Retention plot (.png, .svg or .pdf)."),
+    click.option("--mean", default=None, type=opt.FLOATS, help="Override preprocessing mean (comma list)."),
+    click.option("--std", default=None, type=opt.POS_FLOATS,
+                 help="Override preprocessing std (comma list, each > 0)."),
+    click.option("--scale", default=None, type=opt.POS_FLOAT,
+                 help="Override preprocessing pixel scale (1/255)."),
     click.option("--no-prog-noise", is_flag=True, help="Turn programming noise off."),
     click.option("--no-drift", is_flag=True, help="Turn conductance drift off."),
     click.option("--no-read-noise", is_flag=True, help="Turn 1/f read noise off."),
     click.option("--read-noise", "read_noise_mode", default="time", show_default=True,
                  type=click.Choice(["time", "read"]),
                  help="time: one sample per time point (aihwkit); read: fresh per MVM."),
-    click.option("--dac-bits", default=None, type=int, help="Override DAC bits (0 = ideal)."),
-    click.option("--adc-bits", default=None, type=int, help="Override ADC bits (0 = ideal)."),
-    click.option("--out-noise", default=None, type=float, help="Override output noise (normalized)."),
-    click.option("--out-bound", default=None,
+    click.option("--dac-bits", default=None, type=opt.BITS, help="Override DAC bits (0 = ideal, or 2..16)."),
+    click.option("--adc-bits", default=None, type=opt.BITS, help="Override ADC bits (0 = ideal, or 2..16)."),
+    click.option("--out-noise", default=None, type=opt.NONNEG_FLOAT,
+                 help="Override output noise (normalized, >= 0)."),
+    click.option("--out-bound", default=None, type=opt.BOUND,
                  help="Override the ADC output bound: a number (normalized units) or 'calibrated' (per "
                       "layer, from the calibration images right after programming)."),
-    click.option("--input-range", default=None, type=float,
-                 help="Static DAC input range (default: calibrated)."),
+    click.option("--input-range", default=None, type=opt.POS_FLOAT,
+                 help="Static DAC input range, > 0 (default: calibrated)."),
     click.option("--kernels", default="auto", show_default=True,
                  type=click.Choice(["auto", "native", "torch"]),
                  help="Element-wise DAC/ADC/noise on CPU: native (C, built at first use), torch, or auto "
                       "(native when a C compiler works)."),
-    click.option("--threads", default=None, type=int, help="torch / onnxruntime CPU threads."),
+    click.option("--threads", default=None, type=opt.THREADS,
+                 help=f"torch / onnxruntime CPU threads, 1..{opt.MAX_THREADS}."),
     click.option("--no-baseline", is_flag=True, help="Skip the onnxruntime digital baseline."),
-    click.option("--quiet", is_flag=True, help="No progress bar."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
 ]
 
 EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "compute", "batch_size", "limit", "balanced",
@@ -94,46 +84,100 @@ EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "compute", "bat
 
 def eval_options(fn: Callable) -> Callable:
     """Decorator adding every `acompile eval` option to a click command."""
-    for opt in reversed(_OPTIONS):
-        fn = opt(fn)
+    for option in reversed(_OPTIONS):
+        fn = option(fn)
     return fn
 
 
+#: eval's output flags -> their keyword
+OUTPUT_FLAGS = {"--json": "json_path", "--csv": "csv_path", "--plot": "plot_path"}
+#: options whose values the option types check when run_eval is called directly (not through click)
+_TYPES = {"times": opt.TIMES, "chips": opt.CHIPS, "compensation": opt.COMPENSATION, "seed": opt.SEED,
+          "batch_size": opt.POS_INT, "limit": opt.POS_INT, "calib": opt.POS_INT, "mean": opt.FLOATS,
+          "std": opt.POS_FLOATS, "scale": opt.POS_FLOAT, "dac_bits": opt.BITS, "adc_bits": opt.BITS,
+          "out_noise": opt.NONNEG_FLOAT, "out_bound": opt.BOUND, "input_range": opt.POS_FLOAT,
+          "threads": opt.THREADS}
+_DEFAULTS = {"data": "mnist", "times": "1s,1h,1d,30d,1y", "chips": 10, "seed": 0, "compute": "cpu",
+             "batch_size": 128, "calib": 1000, "read_noise_mode": "time", "kernels": "auto"}
+
+
+def eval_outputs(kw: dict[str, Any]) -> dict[str, Any]:
+    """{flag: path} of the outputs an eval run with these options writes (None: not asked)."""
+    return {flag: kw.get(key) for flag, key in OUTPUT_FLAGS.items()}
+
+
+def data_file(data: str | None) -> str | None:
+    """The file behind --data (FILE.npz or NAME:FILE), an input no output may overwrite."""
+    if not data:
+        return None
+    path = data.partition(":")[2] if ":" in data and not Path(data).exists() else data
+    return path if Path(path).is_file() else None
+
+
+def check_eval(mapped_path: Path, kw: dict[str, Any]) -> dict[str, Any]:
+    """Every option and output of an eval run, checked before torch loads; returns the options resolved
+    (defaults filled in, strings of a direct call parsed by the same option types)."""
+    from runtime.errors import AcompileError
+
+    kw = {k: v for k, v in kw.items() if v is not None}
+    for key, default in _DEFAULTS.items():
+        kw.setdefault(key, default)
+    for key, ptype in _TYPES.items():
+        if key in kw:
+            kw[key] = ptype.convert(kw[key], _FakeParam(key), None)
+    if kw["compute"] not in ("cpu", "cuda"):
+        raise AcompileError(f"--compute must be cpu or cuda, got {kw['compute']!r}")
+    opt.same_length(kw.get("mean"), kw.get("std"))
+    check_outputs(eval_outputs(kw), inputs=[mapped_path, data_file(kw.get("data"))])
+    return kw
+
+
+class _FakeParam:
+    """Names the flag in messages when run_eval checks keyword arguments itself."""
+
+    def __init__(self, key: str) -> None:
+        self.opts = ["--" + key.replace("_", "-")]
+        self.name = key
+
+
 def run_eval(mapped_path: Path, **kw: Any) -> dict:
-    """Run the retention experiment from eval options; print the table, write JSON/CSV/PNG."""
-    from runtime.evaluate import EvalConfig, evaluate, parse_times
-    from runtime.results import table, write_csv, write_json
+    """Run the retention experiment from eval options; print the table, write JSON/CSV/plot as one set.
+
+    Options and output paths are checked first (`check_eval`): a bad one costs no evaluation."""
+    kw = check_eval(Path(mapped_path), kw)
+    from runtime.evaluate import EvalConfig, evaluate
+    from runtime.results import csv_text, json_text, table
 
     overrides: dict[str, Any] = {
         "prog_noise": False if kw.get("no_prog_noise") else None,
         "drift": False if kw.get("no_drift") else None,
         "read_noise": False if kw.get("no_read_noise") else None,
-        "read_noise_mode": kw.get("read_noise_mode") or "time",
+        "read_noise_mode": kw["read_noise_mode"],
         "dac_bits": kw.get("dac_bits"), "adc_bits": kw.get("adc_bits"),
-        "out_noise": kw.get("out_noise"), "out_bound": _bound(kw.get("out_bound")),
-        "input_range": kw.get("input_range"), "kernels": kw.get("kernels") or None,
+        "out_noise": kw.get("out_noise"), "out_bound": kw.get("out_bound"),
+        "input_range": kw.get("input_range"), "kernels": kw["kernels"],
     }
     cfg = EvalConfig(
-        data=kw.get("data") or "mnist", times=parse_times(kw.get("times") or "1s,1h,1d,30d,1y"),
-        chips=int(kw.get("chips") or 10),
-        compensation=[m for m in (kw.get("compensation") or "none,global,bn").split(",") if m.strip()],
+        data=kw["data"], times=kw["times"], chips=kw["chips"],
+        compensation=kw.get("compensation") or ["none", "global", "bn"],
         compensation_given=bool(kw.get("compensation")),
-        seed=int(kw.get("seed") or 0), compute=kw.get("compute") or "cpu",
-        batch_size=int(kw.get("batch_size") or 128), limit=kw.get("limit"),
-        calib=int(kw["calib"]) if kw.get("calib") is not None else 1000,
-        mean=_floats(kw.get("mean")), std=_floats(kw.get("std")), scale=kw.get("scale"),
+        seed=kw["seed"], compute=kw["compute"], batch_size=kw["batch_size"], limit=kw.get("limit"),
+        calib=kw["calib"], mean=kw.get("mean"), std=kw.get("std"), scale=kw.get("scale"),
         overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"),
         balanced=bool(kw.get("balanced")))
     result = evaluate(Path(mapped_path), cfg, progress=not kw.get("quiet"))
     click.echo(table(result))
+    files: dict[Path, Any] = {}
     if kw.get("json_path"):
-        write_json(result, kw["json_path"])
+        files[Path(kw["json_path"])] = json_text(result)
     if kw.get("csv_path"):
-        write_csv(result, kw["csv_path"])
+        files[Path(kw["csv_path"])] = csv_text(result)
     if kw.get("plot_path"):
         from runtime.plots import plot_retention
 
-        plot_retention(result, kw["plot_path"])
+        plot = Path(kw["plot_path"])
+        files[plot] = lambda f: plot_retention(result, f, fmt=plot.suffix[1:].lower())
+    write_files(files)
     return result
 
 
@@ -141,5 +185,9 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
 @click.argument("mapped", type=click.Path(dir_okay=False, path_type=Path))
 @eval_options
 def eval_cmd(mapped: Path, **kw: Any) -> None:
-    """Accuracy retention of a mapped model (*.pcm.onnx) over simulated time, chips and compensation."""
+    """Accuracy retention of a mapped model (*.pcm.onnx) over simulated time, chips and compensation.
+
+    Outputs (--json, --csv, --plot) are checked before the run and written together at its end; their
+    folders are created when missing.
+    """
     run_eval(mapped, **kw)

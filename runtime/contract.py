@@ -65,6 +65,24 @@ MIN_INPUTS, MAX_INPUTS = 3, 4
 ORIG_OPS = {ANALOG_CONV: ("Conv",), ANALOG_MATMUL: ("Gemm", "MatMul")}
 
 
+#: Standard ONNX ops (domain ai.onnx) the runtime's executor runs beside the analog ops: what a mapped
+#: model may hold for `acompile eval` to run it. runtime/ops registers exactly these (a test checks);
+#: the compiler reads this list to tell, at compile time, whether eval can run a model.
+EMULATOR_OPS = frozenset((
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "Atan", "AveragePool", "BatchNormalization", "Cast", "CastLike",
+    "Ceil", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "DepthToSpace",
+    "Div", "Dropout", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements",
+    "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid",
+    "HardSwish", "Identity", "InstanceNormalization", "IsNaN", "LRN", "LayerNormalization", "LeakyRelu",
+    "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mish", "Mod",
+    "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "Range", "Reciprocal", "ReduceL1", "ReduceL2",
+    "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape",
+    "Round", "Selu", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus", "Softsign",
+    "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "Tile", "Transpose",
+    "Unsqueeze", "Where", "Xor",
+))
+
+
 def w_name(layer: str) -> str:
     """Initializer name of a layer's W."""
     return f"{layer}.W"

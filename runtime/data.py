@@ -1,9 +1,12 @@
 """Datasets and preprocessing: where the images come from and how a model wants them.
 
-Data is found via an explicit path, then `$ACOMPILE_DATA`, then `../shared/data` beside the repo, then
-`models/data/` (tiny subsets bundled for the demo); the `models` package says where those two are
-(`models.shared_data_dirs()`, `models.DATA_DIR`). Images stay uint8 until `Preprocessing.apply`, so the
-model's own recipe (carried in its ONNX metadata) decides the float conversion.
+Data is found in the folder the user gave (`NAME:PATH`, a `root` argument, else `$ACOMPILE_DATA`), or,
+when the user gave none, in `../shared/data` beside the repo, then `models/data/` (tiny subsets bundled
+for the demo); the `models` package says where those two are (`models.shared_data_dirs()`,
+`models.DATA_DIR`). A folder the user gave is used or refused (an AcompileError naming it: missing, not a
+folder, or without the dataset), never silently replaced by a fallback. Images stay uint8 until
+`Preprocessing.apply`, so the model's own recipe (carried in its ONNX metadata) decides the float
+conversion.
 """
 
 from __future__ import annotations
@@ -113,14 +116,39 @@ def default_preprocessing(dataset: str, layout: str = "NCHW") -> Preprocessing:
 
 
 def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched for datasets, in order."""
-    roots = []
+    """Folders searched for datasets, in order: a folder the user gave (`explicit`, else `$ACOMPILE_DATA`)
+    alone, else the documented fallbacks (`../shared/data`; the bundled subsets come after these)."""
+    given = _user_root(explicit)
+    if given is not None:
+        return [given[0]]
+    return models.shared_data_dirs()
+
+
+def _user_root(explicit: str | os.PathLike | None) -> tuple[Path, str] | None:
+    """(folder, how the user gave it) for `--data NAME:PATH` / a `root` argument or `$ACOMPILE_DATA`;
+    None when the user gave none. A path the user gave is used or refused, never skipped: a missing
+    one (or a file where a folder is meant) is an AcompileError naming it."""
     if explicit:
-        roots.append(Path(explicit))
-    if os.environ.get("ACOMPILE_DATA"):
-        roots.append(Path(os.environ["ACOMPILE_DATA"]))
-    roots += models.shared_data_dirs()
-    return roots
+        path, label = Path(explicit), f"data path {str(explicit)!r}"
+    elif os.environ.get("ACOMPILE_DATA"):
+        value = os.environ["ACOMPILE_DATA"]
+        path, label = Path(value), f"$ACOMPILE_DATA {value!r}"
+    else:
+        return None
+    if not path.exists():
+        raise AcompileError(f"{label}: no such folder")
+    if not path.is_dir():
+        raise AcompileError(f"{label}: not a folder (a .npz file is given as --data FILE.npz)")
+    return path, label
+
+
+def _not_found(what: str, expected: str, root: str | os.PathLike | None) -> AcompileError:
+    """The error for a dataset found nowhere: it names the folder the user gave, if any."""
+    given = _user_root(root)
+    if given is not None:
+        return AcompileError(f"{what} not found in {given[1]}: expected {expected} there")
+    return AcompileError(f"{what} not found: pass --data NAME:PATH, set $ACOMPILE_DATA, or place "
+                         f"{expected} in ../shared/data")
 
 
 def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None = None) -> Dataset:
@@ -132,20 +160,22 @@ def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None 
     if not path and (spec.endswith(".npz") or os.sep in spec):
         return _load_npz(Path(spec), split)
     name = name.lower()
+    if name not in (*_IDX_DATASETS, "cifar10", "cifar10-exact"):
+        raise AcompileError(
+            f"unknown dataset {spec!r}: use mnist, fashion-mnist, cifar10, cifar10-exact, NAME:PATH "
+            "or a .npz file"
+        )
     if name == "cifar10-exact" and path in _CIFAR10_EXACT_TEST:
         return _load_cifar10_exact(split, root, path)
     if path:
         root = path
+    if root and str(root).endswith(".npz") and Path(root).is_file():  # NAME:FILE.npz, --data FILE.npz
+        return _load_npz(Path(root), split)
     if name in _IDX_DATASETS:
         return _load_idx(name, split, root)
     if name == "cifar10":
         return _load_cifar10(split, root)
-    if name == "cifar10-exact":
-        return _load_cifar10_exact(split, root)
-    raise AcompileError(
-        f"unknown dataset {spec!r}: use mnist, fashion-mnist, cifar10, cifar10-exact, NAME:PATH "
-        "or a .npz file"
-    )
+    return _load_cifar10_exact(split, root)
 
 
 def _find(relative: str, root: str | os.PathLike | None) -> Path | None:
@@ -159,6 +189,9 @@ def _find(relative: str, root: str | os.PathLike | None) -> Path | None:
 def _load_npz(path: Path, split: str) -> Dataset:
     if not path.exists():
         raise AcompileError(f"data file not found: {path}")
+    if path.is_dir():
+        raise AcompileError(f"{path}: a folder, not a .npz file; name the dataset it holds as NAME:PATH "
+                            f"(e.g. mnist:{path})")
     try:
         with np.load(path, allow_pickle=False) as d:
             keys = set(d.files)
@@ -193,11 +226,10 @@ def _load_idx(name: str, split: str, root) -> Dataset:
     lab = _find(f"{folder}/{prefix}-labels-idx1-ubyte.gz", root)
     if img is None or lab is None:
         bundled = _BUNDLED.get((name, split))
-        if bundled and (models.DATA_DIR / bundled).exists():
+        # the bundled subset stands in only when the user named no folder (a given path is never skipped)
+        if _user_root(root) is None and bundled and (models.DATA_DIR / bundled).exists():
             return _load_npz(models.DATA_DIR / bundled, "test")
-        raise AcompileError(
-            f"{name} ({split}) not found: pass --data PATH, set $ACOMPILE_DATA, or place it in ../shared/data"
-        )
+        raise _not_found(f"{name} ({split})", f"{folder}/{prefix}-{{images-idx3,labels-idx1}}-ubyte.gz", root)
     return Dataset(_read_idx(img, 2051), _read_idx(lab, 2049).astype(np.int64), name)
 
 
@@ -212,10 +244,7 @@ def _load_cifar10(split: str, root) -> Dataset:
         return _load_cifar10_batches(batches, split)
     src = _find(f"cifar10-jpeg/{split}.npz", root)
     if src is None:
-        raise AcompileError(
-            f"cifar10 ({split}) not found: pass --data PATH (cifar10-jpeg/ or cifar-10-batches-py/), "
-            "set $ACOMPILE_DATA, or place it in ../shared/data"
-        )
+        raise _not_found(f"cifar10 ({split})", f"cifar10-jpeg/{split}.npz or cifar-10-batches-py/", root)
     cache = _cache_dir() / f"cifar10-jpeg-{split}-{src.stat().st_size}.npz"
     if cache.exists():
         with np.load(cache) as d:
@@ -230,12 +259,13 @@ def _load_cifar10(split: str, root) -> Dataset:
 
 def _decode_jpeg_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
-    from tqdm import tqdm
+
+    from runtime.progress import Progress
 
     with np.load(path) as d:
         jpeg, offsets, y = d["jpeg"], d["offsets"], d["y"]
     x = np.empty((len(y), 32, 32, 3), np.uint8)
-    for i in tqdm(range(len(y)), desc=f"decoding {path.name}", unit="img", disable=None, leave=False):
+    for i in Progress(range(len(y)), desc=f"decoding {path.name}", unit="images"):
         blob = jpeg[offsets[i] : offsets[i + 1]].tobytes()
         x[i] = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
     return x, y
@@ -247,7 +277,7 @@ def _load_cifar10_exact(split: str, root, subset: str = "test-partial") -> Datas
     name = f"{subset}.npz" if split == "test" else "train-5k.npz"
     path = _find(f"cifar10/{name}", root)
     if path is None:
-        raise AcompileError(f"cifar10-exact ({split}) not found: expected cifar10/{name} under the data root")
+        raise _not_found(f"cifar10-exact ({split})", f"cifar10/{name}", root)
     ds = _load_npz(path, "test")
     tag = "" if split == "train" or subset == "test-partial" else f":{subset}"
     return Dataset(ds.x, ds.y, f"cifar10-exact{tag}")

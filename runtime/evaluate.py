@@ -8,8 +8,6 @@ same test images. The digital baseline is the reconstructed model in onnxruntime
 from __future__ import annotations
 
 import json
-import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,35 +24,7 @@ from runtime.baseline import OrtBaseline, target_of
 from runtime.errors import AcompileError
 from runtime.executor import Executor, load_model
 from runtime.memory import keep_freed_memory
-
-_UNITS = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365 * 86400.0}
-
-
-def parse_times(spec: str) -> list[float]:
-    """'1s,1h,1d,30d,1y' or seconds ('25,3600') -> seconds after programming."""
-    out = []
-    for part in str(spec).split(","):
-        p = part.strip().lower()
-        if not p:
-            continue
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(s|min|m|h|d|w|y)?", p)
-        if not m:
-            raise AcompileError(f"--times: cannot read '{part}' (use seconds or 1s, 1h, 1d, 30d, 1y)")
-        v = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-        if v < 0 or not math.isfinite(v):
-            raise AcompileError(f"--times: '{part}' must be a time >= 0")
-        out.append(v)
-    if not out:
-        raise AcompileError("--times: no time points given")
-    return out
-
-
-def format_time(t: float) -> str:
-    """Seconds -> the shortest of 1s / 1h / 1d / 30d / 1y style labels."""
-    for unit, sec in (("y", _UNITS["y"]), ("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if t >= sec and abs(t / sec - round(t / sec)) < 1e-9:
-            return f"{round(t / sec)}{unit}"
-    return f"{t:g}s"
+from runtime.options import format_time, parse_times  # noqa: F401  (torch-free; re-exported)
 
 
 def derive_seed(*parts: int) -> int:
@@ -148,7 +118,12 @@ def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
     from runtime.data import load_dataset
 
     prep = preprocessing_for(model, cfg.data, cfg)
-    test = load_dataset(cfg.data, "test", cfg.data_root).subset(cfg.limit)
+    test = load_dataset(cfg.data, "test", cfg.data_root)
+    if len(test) == 0:
+        raise AcompileError(f"data {cfg.data!r}: the test split has no images")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise AcompileError(f"--limit must be a positive integer, got {cfg.limit}")
+    test = test.subset(cfg.limit)
     x = prep.apply(test.x)
     _, dims = _model_input(model)
     pairs = zip(dims[1:], x.shape[1:], strict=False)
@@ -171,9 +146,12 @@ def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
 class Emulator:
     """The mapped model on simulated chips: program / set_time / compensate / score."""
 
-    def __init__(self, model: onnx.ModelProto, settings: AnalogSettings, device: str = "cpu") -> None:
+    def __init__(self, model: onnx.ModelProto, settings: AnalogSettings, device: str = "cpu",
+                 fixed_batch: int | None = None) -> None:
         self.device = torch.device(device)
         self.settings = settings
+        #: the only batch size the graph works at (mapping report `fixed_batch`); None: any
+        self.fixed_batch = fixed_batch
         if self.device.type == "cpu":
             keep_freed_memory()
         factory = analog_factory(settings, self.device)
@@ -221,9 +199,20 @@ class Emulator:
 
         comp.apply(method, self.layers, self.bn_layers, self.refs, run)
 
+    def run(self, xb: np.ndarray) -> torch.Tensor:
+        """The model's output for one batch; a model with a fixed batch gets a short batch padded with
+        copies of its last image (their outputs dropped)."""
+        n, fb = len(xb), self.fixed_batch
+        if fb and n > fb:
+            return torch.cat([self.run(xb[i:i + fb]) for i in range(0, n, fb)])
+        if fb and n < fb:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], fb - n, axis=0)])
+        out = self.executor(torch.from_numpy(xb).to(self.device))
+        return out[:n] if fb and n < fb else out
+
     def forward_all(self, x: np.ndarray, batch_size: int) -> None:
         for i in range(0, len(x), batch_size):
-            self.executor(torch.from_numpy(x[i:i + batch_size]).to(self.device))
+            self.run(x[i:i + batch_size])
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int, gen: torch.Generator | None = None,
                  bar=None, balanced: bool = False) -> float:
@@ -231,7 +220,7 @@ class Emulator:
         self._set_generator(gen)
         preds = []
         for i in range(0, len(x), batch_size):
-            out = self.executor(torch.from_numpy(x[i:i + batch_size]).to(self.device))
+            out = self.run(x[i:i + batch_size])
             preds.append(out.reshape(out.shape[0], -1).argmax(1).cpu().numpy())
             if bar is not None:
                 bar.update(1)
@@ -241,7 +230,9 @@ class Emulator:
 
 def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run the retention experiment; returns the results dict written as JSON."""
-    from tqdm import tqdm
+    import sys
+
+    from runtime.progress import Progress
 
     t_start = time.perf_counter()
     model = load_model(mapped)
@@ -254,13 +245,18 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     x, y, xc, calib_source, data_name = _prepare_data(model, cfg)
-    emu = Emulator(model, settings, cfg.compute)
+    fixed_batch = _fixed_batch(model)
+    batch_size = cfg.batch_size
+    if fixed_batch is not None and fixed_batch != batch_size:
+        batch_size = fixed_batch
+        if progress:
+            print(f"acompile: note: the model works only at batch size {fixed_batch} (fixed at export): "
+                  f"evaluating in batches of {fixed_batch}, not {cfg.batch_size}", file=sys.stderr)
+    emu = Emulator(model, settings, cfg.compute, fixed_batch)
     requested = cfg.compensation
     if not cfg.compensation_given and not emu.bn_layers:
         requested = [m for m in requested if m != "bn"]
         if progress:
-            import sys
-
             print("acompile: note: model has no BatchNormalization nodes; 'bn' compensation left out",
                   file=sys.stderr)
     methods = comp.check_methods(requested, len(emu.bn_layers))
@@ -287,20 +283,21 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
                               "seconds": time.perf_counter() - t0}
 
     acc: dict[tuple[int, str], list[float]] = {(ti, m): [] for ti in range(len(cfg.times)) for m in methods}
-    n_batches = -(-len(x) // cfg.batch_size)
+    n_batches = -(-len(x) // batch_size)
     total = cfg.chips * len(cfg.times) * len(methods) * n_batches
     calib_bn = xc[: cfg.calib]
     calib_dac = xc[: cfg.dac_calib_images]
-    with tqdm(total=total, desc="eval", unit="batch", disable=None if progress else True, leave=False) as bar:
+    with Progress(total=total, desc="eval", unit="batches", enabled=progress) as bar:
         for chip in range(cfg.chips):
-            emu.program(cfg.seed, chip, calib_dac, cfg.batch_size)
+            bar.set_postfix_str(f"programming chip {chip + 1}/{cfg.chips}")
+            emu.program(cfg.seed, chip, calib_dac, batch_size)
             for ti, t in enumerate(cfg.times):
                 emu.set_time(t, cfg.seed, chip, ti)
                 for ci, m in enumerate(methods):
                     bar.set_postfix_str(f"chip {chip + 1}/{cfg.chips} t={format_time(t)} {m}")
                     gen = make_generator(emu.device, cfg.seed, chip, 2, ti, ci)
-                    emu.compensate(m, calib_bn, cfg.batch_size, gen)
-                    acc[(ti, m)].append(emu.accuracy(x, y, cfg.batch_size, gen, bar, cfg.balanced))
+                    emu.compensate(m, calib_bn, batch_size, gen)
+                    acc[(ti, m)].append(emu.accuracy(x, y, batch_size, gen, bar, cfg.balanced))
                 comp.reset(emu.layers, emu.bn_layers)
     rows = []
     for ti, t in enumerate(cfg.times):
@@ -313,6 +310,18 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
     result["results"] = rows
     result["seconds"] = time.perf_counter() - t_start
     return result
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size the compiler found the graph fixed to (mapping report `fixed_batch`), or None."""
+    from runtime import contract
+
+    text = contract.read_metadata(model).get(contract.META_MAPPING)
+    try:
+        value = json.loads(text).get("fixed_batch") if text else None
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _settings_dict(s: AnalogSettings) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
-def plot_retention(result: dict[str, Any], path: str | Path) -> None:
+def plot_retention(result: dict[str, Any], path: str | Path | BinaryIO, fmt: str | None = None) -> None:
+    """Save the plot to a path (format from its suffix) or an open binary file (`fmt`: png, svg, pdf)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,5 +33,5 @@ def plot_retention(result: dict[str, Any], path: str | Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format=fmt)
     plt.close(fig)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from runtime.outputs import write_files
 
 
 def table(result: dict[str, Any]) -> str:
@@ -33,18 +36,26 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def json_text(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2) + "\n"
+
+
+def csv_text(result: dict[str, Any]) -> str:
+    """One row per (time, compensation); the baseline repeated on each row for easy plotting."""
+    base = result.get("baseline", {}).get("accuracy", "")
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["t_seconds", "time", "compensation", "mean", "std", "n", "baseline", "accuracies", "metric"])
+    metric = result.get("metric", "accuracy")
+    for r in result["results"]:
+        w.writerow([r["t"], r["time"], r["compensation"], f"{r['mean']:.6f}", f"{r['std']:.6f}", r["n"],
+                    base, " ".join(f"{a:.6f}" for a in r["accuracies"]), metric])
+    return buf.getvalue()
+
+
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    write_files({Path(path): json_text(result)})
 
 
 def write_csv(result: dict[str, Any], path: str | Path) -> None:
-    """One row per (time, compensation); the baseline repeated on each row for easy plotting."""
-    base = result.get("baseline", {}).get("accuracy", "")
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["t_seconds", "time", "compensation", "mean", "std", "n", "baseline", "accuracies",
-                    "metric"])
-        metric = result.get("metric", "accuracy")
-        for r in result["results"]:
-            w.writerow([r["t"], r["time"], r["compensation"], f"{r['mean']:.6f}", f"{r['std']:.6f}", r["n"],
-                        base, " ".join(f"{a:.6f}" for a in r["accuracies"]), metric])
+    write_files({Path(path): csv_text(result)})

@@ -4,7 +4,10 @@ under `if TYPE_CHECKING:` alike) of every module under compiler/, runtime/, hwtr
     runtime.errors                      imports nothing of ours
     runtime.physics.*                   runtime.errors and runtime.physics.* only
     runtime.contract                    runtime.errors only (the mapped-artifact contract; stdlib/numpy/onnx)
-    compiler                            runtime.errors, runtime.physics.*, runtime.contract, `models`
+    runtime.outputs                     runtime.errors only (output guard and writer; stdlib)
+    runtime.progress                    nothing of ours (progress bar / lines; stdlib, tqdm lazily)
+    compiler                            runtime.errors, runtime.physics.*, runtime.contract, runtime.outputs,
+                                        runtime.progress, `models`
                                         (CLI-level modules: more)
     runtime                             never compiler (CLI-level modules listed below: may), never hwtrain
     hwtrain                             anything
@@ -38,6 +41,10 @@ COMPILER_MAY_IMPORT = {
     "runtime.errors": "the one user-facing exception",
     "runtime.contract": "the mapped-artifact contract (CONTRACTS §3): the compiler writes what the "
     "runtime reads",
+    "runtime.outputs": "the output guard and the all-or-nothing writer every command writes through "
+    "(stdlib + runtime.errors)",
+    "runtime.progress": "the progress report every long loop shows (compile, eval, finetune, train): "
+    "a bar on a terminal, plain lines otherwise (stdlib; tqdm lazily)",
 }
 #: compiler modules that may import runtime beyond runtime.errors / runtime.physics / runtime.contract.
 COMPILER_CLI_LEVEL = {
@@ -198,6 +205,21 @@ def test_contract_imports_only_errors(graph):
     """runtime.contract sits just above runtime.errors: compiler and runtime both import it."""
     assert "runtime.contract" in graph, "runtime/contract.py no longer exists"
     assert graph["runtime.contract"] == {"runtime.errors"}, sorted(graph["runtime.contract"])
+
+
+def test_outputs_imports_only_errors(graph):
+    """runtime.outputs sits just above runtime.errors: every package's commands write through it."""
+    assert graph["runtime.outputs"] == {"runtime.errors"}, sorted(graph["runtime.outputs"])
+
+
+def test_progress_imports_nothing_of_ours_and_is_light(graph):
+    """runtime.progress is shared by every package (compile, eval, finetune, train): no imports of ours,
+    no torch (tqdm only when a bar is drawn)."""
+    assert graph["runtime.progress"] == set(), sorted(graph["runtime.progress"])
+    code = ("import sys, runtime.progress; "
+            "print(sorted(m for m in ('torch', 'tqdm', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_contract_is_light():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
 
 
 def _meta_path(path: Path) -> Path:
@@ -20,17 +21,16 @@ def exists(path: Path) -> bool:
 
 
 def save(path: Path, net, gen: torch.Generator, meta: dict) -> None:
-    """Every layer's device state, biases and the RNG state; written atomically (tmp + rename)."""
+    """Every layer's device state, biases and the RNG state; written all or nothing (tmp + rename)."""
     arrays: dict[str, np.ndarray] = {"rng_state": gen.get_state().cpu().numpy()}
     for name, layer in (("fc1", net.fc1), ("fc2", net.fc2)):
         for key, value in layer.rule.state_dict().items():
             arrays[f"{name}.rule.{key}"] = value.detach().cpu().numpy()
         arrays[f"{name}.bias"] = layer.bias.detach().cpu().numpy()
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    _meta_path(path).write_text(json.dumps(meta, indent=2))
+    # the arrays and their metadata as one set (runtime.outputs): never a new .npz beside an old .json
+    write_files({path: lambda f: np.savez(f, **arrays), _meta_path(path): json.dumps(meta, indent=2)},
+                primary=path)
 
 
 def load(path: Path, net, gen: torch.Generator, expect: dict) -> dict:

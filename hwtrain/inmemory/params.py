@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from runtime.errors import AcompileError
 from runtime.physics import constants as C
+from runtime.physics.devices.base import bits
 
 ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32")
 DEVICES = ("pcm", "softbounds", "linear", "ideal")
@@ -45,6 +48,10 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
 }
 
 
+#: parameters that count something (a float that is not whole is an error, not truncated)
+_INTEGERS = ("limit", "test_limit", "dac_bits", "adc_bits", "n_cols")
+
+
 def _ok(value: float, check: str) -> bool:
     if check == ">0":
         return value > 0
@@ -72,6 +79,13 @@ def resolve(params: dict[str, float] | None) -> dict[str, float]:
         except (TypeError, ValueError) as exc:
             raise AcompileError(f"parameter '{name}' must be a number, got {value!r}") from exc
         check = PARAMS[name][1]
+        if not math.isfinite(value):
+            raise AcompileError(f"parameter '{name}' must be a finite number, got {value:g}")
+        if name in _INTEGERS and not value.is_integer():
+            raise AcompileError(f"parameter '{name}' must be a whole number, got {value:g} "
+                                f"({PARAMS[name][2]})")
+        if name in ("dac_bits", "adc_bits") and bits(int(value)) is not None:
+            raise AcompileError(f"parameter '{name}' must be {bits(int(value))}, got {value:g}")
         if not _ok(value, check):
             raise AcompileError(f"parameter '{name}' must be {check.replace('>', '> ')}, got {value:g} "
                                 f"({PARAMS[name][2]})")

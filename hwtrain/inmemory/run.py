@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from hwtrain.inmemory import checkpoint
 from hwtrain.inmemory.network import AnalogMLP, build_network
 from hwtrain.inmemory.params import ALGORITHMS, DEVICES, resolve
 from runtime.errors import AcompileError
+from runtime.outputs import write_files
+from runtime.progress import Progress
+from runtime.progress import write as progress_write
 
 # lr 0.1 with batch 25 and lr_decay 0.9 per epoch is the recorded setting (bench/RESULTS-inmemory.md).
 DEFAULT_LR = {"fp32": 0.1, "mixed-precision": 0.1, "sgd": 0.1, "ttv2": 0.1, "cttv2": 0.1, "agad": 0.1}
@@ -100,8 +102,8 @@ def train_inmemory(
         perm = torch.randperm(n, generator=gen, device=compute)
         t0 = time.perf_counter()
         loss_sum = 0.0
-        bar = tqdm(range(0, n, batch_size), desc=f"{algorithm} epoch {epoch + 1}/{epochs}", unit="batch",
-                   leave=False, disable=None if progress else True)
+        bar = Progress(range(0, n, batch_size), desc=f"{algorithm} epoch {epoch + 1}/{epochs}",
+                       unit="batches", enabled=progress)
         for i in bar:
             idx = perm[i:i + batch_size]
             loss = torch.nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
@@ -113,8 +115,8 @@ def train_inmemory(
         acc = evaluate(net, x_test, y_test)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "test_accuracy": acc,
                         "seconds": seconds, "lr": lr_e})
-        tqdm.write(f"epoch {epoch + 1}: loss {loss_sum / n:.4f}  test {100 * acc:.2f} %  ({seconds:.1f} s)",
-                   file=sys.stderr)
+        progress_write(f"epoch {epoch + 1}: loss {loss_sum / n:.4f}  test {100 * acc:.2f} %  "
+                       f"({seconds:.1f} s)", file=sys.stderr)
         if ckpt is not None:
             checkpoint.save(ckpt, net, gen, {"model": model, "algorithm": algorithm, "device": device,
                                              "params": p, "epoch": epoch + 1, "history": history,
@@ -130,10 +132,13 @@ def train_inmemory(
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else 0.0,
         "layers": [_layer_stats(layer.rule) for layer in layers],
     }
+    files: dict[Path, bytes | str] = {}  # one set, the model moved into place last
     if out is not None:
-        metrics["onnx"] = str(export_trained(net, model, dataset, Path(out), metrics))
+        files[Path(out)] = export_trained(net, model, dataset, None, metrics)
+        metrics["onnx"] = str(out)
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(metrics, indent=2))
+        files[Path(json_path)] = json.dumps(metrics, indent=2)
+    write_files(files, primary=out)
     return metrics
 
 
@@ -176,10 +181,11 @@ class _FallbackMLP(torch.nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
-def export_trained(net: AnalogMLP, model: str, dataset: str, out: Path, metrics: dict) -> Path:
-    """Effective weights -> torch model -> hwtrain.export.export_onnx (lazy import)."""
+def export_trained(net: AnalogMLP, model: str, dataset: str, out: Path | None, metrics: dict) -> Path | bytes:
+    """Effective weights -> torch model -> hwtrain.export (lazy import): written to `out` (returns the
+    path), or with out None the ONNX file's bytes (the caller writes them with its other outputs)."""
     try:
-        from hwtrain.export import export_onnx
+        from hwtrain.export import export_bytes, export_onnx
     except ImportError as exc:
         raise AcompileError(f"cannot export {out}: hwtrain.export is not available ({exc})") from exc
     from runtime.data import default_preprocessing
@@ -197,4 +203,6 @@ def export_trained(net: AnalogMLP, model: str, dataset: str, out: Path, metrics:
     recipe = {"kind": "inmemory", "algorithm": metrics["algorithm"], "device": metrics["device"],
               "epochs": metrics["epochs"], "lr": metrics["lr"], "batch_size": metrics["batch_size"],
               "params": metrics["params"], "test_accuracy": metrics["test_accuracy"]}
+    if out is None:
+        return export_bytes(tm, example_input=torch.zeros(shape), preprocessing=pre, recipe=recipe)
     return export_onnx(tm, out, example_input=torch.zeros(shape), preprocessing=pre, recipe=recipe)

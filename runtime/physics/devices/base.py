@@ -35,9 +35,14 @@ def pos_int(v: Any) -> str | None:
     return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "a positive integer"
 
 
+#: Converter resolution: 0 = ideal (no quantization, no clamp); a quantizer needs 2 bits (sign + one level,
+#: runtime.physics.periphery.levels); 16 is the most any AIMC converter offers (and what finetune took).
+MAX_BITS = 16
+
+
 def bits(v: Any) -> str | None:
-    ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 32
-    return None if ok else "an integer in 0..32"
+    ok = isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= MAX_BITS)
+    return None if ok else f"0 (ideal) or an integer in 2..{MAX_BITS}"
 
 
 def pos_float(v: Any) -> str | None:
