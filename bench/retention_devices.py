@@ -1,7 +1,7 @@
 """The bundled models on every noisy device: retention over time on `pcm`, `hermes` (device `pcm-hermes`)
 and `rram` (NeuRRAM-fitted), the same periphery (8-bit DAC/ADC, output noise 0.04) everywhere.
 
-    python bench/retention_devices.py --threads 2 [--only mlp,lenet5,resnet32-hwa] [--report]
+    python bench/retention_devices.py --threads 2 [--only mlp,lenet5,resnet32-plain,resnet32-hwa] [--report]
 
 Writes bench/retention-devices/{model}-{target}.json, a Markdown table per model (printed; the README
 and RESULTS-devices.md take them) and the plot bench/retention-devices.png.
@@ -22,6 +22,8 @@ TIMES = [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0]
 MODELS = {  # name: file, data, balanced, chips, compensations
     "mlp": ("mlp-mnist.onnx", "mnist", False, 5, ["none", "global"]),
     "lenet5": ("lenet5-mnist.onnx", "mnist", False, 5, ["none", "global"]),
+    "resnet32-plain": ("resnet32-cifar10-plain.onnx", "cifar10-exact:test-1k", True, 3,
+                       ["none", "global", "bn"]),
     "resnet32-hwa": ("resnet32-cifar10-hwa.onnx", "cifar10-exact:test-1k", True, 3, ["none", "global", "bn"]),
 }
 

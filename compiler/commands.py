@@ -147,15 +147,15 @@ def targets_cmd(name: str | None) -> None:
     """Built-in hardware profiles and their parameters (or one profile, or a TOML file, in full)."""
     from compiler.targets import BUILTIN, builtin_target, format_section, load_target
 
-    names = [name] if name else list(BUILTIN)
+    names = [name] if name is not None else list(BUILTIN)  # `targets ""` is an unknown name, not "all"
     for i, n in enumerate(names):
-        t = load_target(n) if name else builtin_target(n)
+        t = load_target(n) if name is not None else builtin_target(n)
         if i:
             click.echo("")
         click.echo(f"{t['name']}: {t['description']}")
         for section in ("tile", "device", "periphery", "mapping", "cost"):
             click.echo(f"  [{section}] {format_section(t, section)}")
-    if not name:
+    if name is None:
         from runtime.physics.devices import device_class, device_names
 
         click.echo("\nDevice models ([device] model = ...):")

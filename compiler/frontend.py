@@ -49,6 +49,8 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
         loc = info.get("location", "")
         if not loc:
             raise AcompileError(f"tensor {tensor.name!r}: external data without a location")
+        if "\0" in loc:  # os.path functions raise ValueError on it
+            raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} is not a file name")
         if os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
             raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} is an absolute "
                                 "path; it must be relative to the model's folder")
@@ -58,8 +60,17 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
                                 "model's folder")
         if not os.path.isfile(full):
             raise AcompileError(f"tensor {tensor.name!r}: external data file {loc!r} not found")
-        length = int(info.get("length", "0") or 0)
-        offset = int(info.get("offset", "0") or 0)
+        span = {}
+        for key in ("offset", "length"):
+            text = info.get(key, "0") or "0"
+            try:
+                span[key] = int(text)
+            except ValueError:
+                span[key] = -1
+            if span[key] < 0:
+                raise AcompileError(f"tensor {tensor.name!r}: external data {key} {text!r} is not a "
+                                    "non-negative integer")
+        offset, length = span["offset"], span["length"]
         if offset + length > os.path.getsize(full):
             raise AcompileError(f"tensor {tensor.name!r}: external data {loc!r} is shorter than "
                                 "offset + length")

@@ -237,4 +237,5 @@ def read_mapped(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except Exception:
         raise AcompileError(f"{str(path)!r}: not an ONNX model (protobuf does not parse)") from None
     meta = contract.read_mapped_metadata(m, repr(str(path)))
+    contract.check_mapped(m, repr(str(path)))  # a report of a broken artifact would mislead
     return meta.mapping, meta.target

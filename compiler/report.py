@@ -1,11 +1,12 @@
 """The tile mapping report: a JSON-able dict (schema ``acompile.report/1``, docs/report-schema.md) and
 its Markdown / HTML renderings. The PNG lives in report_plot.py.
 
-Cost model (stated in every rendering): a layer needs ``mvms_per_inference`` tile MVMs per block
-(conv: output spatial positions, batch 1; matmul: non-batch leading positions); energy = all block MVMs
-x energy per tile MVM; latency = tiles of a layer run in parallel, positions of a layer and layers run
-sequentially: sum over analog layers of mvms_per_inference x latency per tile MVM. Digital ops are not
-costed.
+Cost model (compiler/cost.py; stated in every rendering): a layer needs ``mvms_per_inference`` MVMs
+per block (conv: output spatial positions, batch 1; matmul: non-batch leading positions); each block MVM
+costs the energy of the rows, columns and converters it uses (array + DAC + ADC + digital terms,
+calibrated on the target's full-tile [cost] figures); latency = a layer's blocks run in parallel,
+positions of a layer and layers run sequentially: sum over analog layers of mvms_per_inference x the
+time of one MVM (PWM integration + ADC conversion, set by the converter bits).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import math
 from collections import Counter
 from typing import Any
 
+from compiler.cost import TERMS, CostModel
+
 SCHEMA = "acompile.report/1"
-LATENCY_ASSUMPTION = ("tiles of one layer run in parallel, layers and the output positions of a layer "
-                      "run sequentially; digital ops are not costed")
 
 
 def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_tiles: int,
@@ -33,9 +34,10 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
     `acompile eval` runs such a model in batches of that size. ``eval_unsupported``: op type -> nodes the
     emulator cannot run (then `acompile eval` cannot run the model)."""
     R, C = target["tile"]["rows"], target["tile"]["cols"]
-    cost = target["cost"]
+    cost = CostModel.from_target(target)
     analog = [ly for ly in layers if ly["analog"]]
     block_mvms = sum(ly["mvms_per_inference"] * ly["blocks"] for ly in analog)
+    energy, latency_us = _layer_costs(cost, layers, blocks)
     cells = sum(ly["weights"] for ly in analog)
     totals = {
         "analog_layers": len(analog),
@@ -49,9 +51,9 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "digital_ops": int(sum(digital_ops.values())),
         "tiles_saved_by_packing": n_tiles_unpacked - n_tiles,
         "tile_mvms_per_inference": block_mvms,
-        "energy_per_inference_uj": round(block_mvms * cost["energy_per_mvm_pj"] * 1e-6, 6),
-        "latency_per_inference_us": round(
-            sum(ly["mvms_per_inference"] for ly in analog) * cost["latency_per_mvm_ns"] * 1e-3, 6),
+        "energy_per_inference_uj": round(sum(sum(e.values()) for e in energy.values()) * 1e-6, 9),
+        "energy_breakdown_uj": {t: round(sum(e[t] for e in energy.values()) * 1e-6, 9) for t in TERMS},
+        "latency_per_inference_us": round(sum(latency_us.values()), 6),
     }
     return {
         "schema": SCHEMA,
@@ -62,9 +64,7 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "devices_per_weight": target["tile"]["devices_per_weight"],
         "weight_scale": target["mapping"]["weight_scale"],
         "packed": packed,
-        "cost_model": {"energy_per_mvm_pj": cost["energy_per_mvm_pj"],
-                       "latency_per_mvm_ns": cost["latency_per_mvm_ns"],
-                       "assumption": LATENCY_ASSUMPTION},
+        "cost_model": cost.describe(R, C),
         "layers": layers,
         "totals": totals,
         "digital_ops": dict(sorted(digital_ops.items())),
@@ -75,6 +75,31 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "eval_unsupported": dict(sorted((eval_unsupported or {}).items())),
         "blocks": blocks,
     }
+
+
+def _layer_costs(cost: CostModel, layers: list[dict[str, Any]], blocks: list[dict[str, Any]]
+                 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per analog layer: energy per inference by term (pJ) and latency per inference (us); sets each
+    layer's ``energy_per_inference_uj`` / ``latency_per_inference_us`` (0 for digital layers)."""
+    per_mvm: dict[str, dict[str, float]] = {}
+    for b in blocks:  # one MVM of every block: the rows and columns it uses
+        e = cost.block_energy_pj(b["row_end"] - b["row_start"], b["col_end"] - b["col_start"])
+        acc = per_mvm.setdefault(b["layer"], dict.fromkeys(TERMS, 0.0))
+        for t in TERMS:
+            acc[t] += e[t]
+    t_mvm_ns = cost.mvm_latency_ns()["mvm"]
+    energy: dict[str, dict[str, float]] = {}
+    latency_us: dict[str, float] = {}
+    for ly in layers:
+        if not ly["analog"]:
+            ly["energy_per_inference_uj"] = ly["latency_per_inference_us"] = 0.0
+            continue
+        mvms = ly["mvms_per_inference"]
+        energy[ly["name"]] = {t: mvms * v for t, v in per_mvm.get(ly["name"], {}).items()}
+        latency_us[ly["name"]] = mvms * t_mvm_ns * 1e-3  # its blocks run in parallel
+        ly["energy_per_inference_uj"] = round(sum(energy[ly["name"]].values()) * 1e-6, 9)
+        ly["latency_per_inference_us"] = round(latency_us[ly["name"]], 6)
+    return energy, latency_us
 
 
 def _notes(analog: list[dict[str, Any]], digital_ops: Counter) -> list[str]:
@@ -108,13 +133,15 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
                     str(ly["tiles"]) if ly["analog"] else "-",
                     _pct(ly["utilization"]) if ly["analog"] else "-",
                     str(ly["devices"]) if ly["analog"] else "-",
+                    f"{ly['energy_per_inference_uj']:.4f}" if ly["analog"] and
+                    "energy_per_inference_uj" in ly else "-",
                     "analog" if ly["analog"] else "digital",
                     "yes" if ly.get("emulated", True) else "no", ly["reason"]])
     return out
 
 
-HEADER = ["layer (short name)", "op", "matrix (rows x cols)", "tiles", "utilization", "devices", "mapped",
-          "eval runs it", "why"]
+HEADER = ["layer (short name)", "op", "matrix (rows x cols)", "tiles", "utilization", "devices",
+          "energy / inference (uJ)", "mapped", "eval runs it", "why"]
 
 
 def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -138,12 +165,38 @@ def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("digital ops left", f"{t['digital_ops']} ("
          + ", ".join(f"{k} {v}" for k, v in report["digital_ops"].items()) + ")"),
         ("tile MVMs per inference", str(t["tile_mvms_per_inference"])),
-        ("energy per inference", f"{t['energy_per_inference_uj']:.3f} uJ "
-         f"({report['cost_model']['energy_per_mvm_pj']} pJ per tile MVM)"),
-        ("latency per inference", f"{t['latency_per_inference_us']:.3f} us "
-         f"({report['cost_model']['latency_per_mvm_ns']} ns per tile MVM; "
-         f"{report['cost_model']['assumption']})"),
+        ("energy per inference", energy_text(report)),
+        ("latency per inference", latency_text(report)),
     ]
+
+
+def energy_text(report: dict[str, Any]) -> str:
+    """Energy per inference with its split and the full-tile figure it scales from (older reports: the
+    flat per-MVM figure they used)."""
+    t, cm = report["totals"], report["cost_model"]
+    text = f"{t['energy_per_inference_uj']:.3f} uJ"
+    split = t.get("energy_breakdown_uj")
+    if not split or "full_tile_mvm_pj" not in cm:
+        return text + f" ({cm['energy_per_mvm_pj']} pJ per tile MVM)"
+    bits = cm["costed_bits"]
+    ref = cm["reference"]
+    return (text + " (" + ", ".join(f"{k} {v:.3f}" for k, v in split.items()) + " uJ; a full "
+            f"{report['tile']['rows']}x{report['tile']['cols']} MVM at {bits['dac']}-bit DAC / "
+            f"{bits['adc']}-bit ADC = {cm['full_tile_mvm_pj']:.0f} pJ, from the target's "
+            f"{cm['energy_per_mvm_pj']:g} pJ for {ref['rows']}x{ref['cols']} at "
+            f"{ref['dac_bits']}/{ref['adc_bits']} bits; partial blocks cost only what they use)")
+
+
+def latency_text(report: dict[str, Any]) -> str:
+    """Latency per inference with the time of one tile MVM."""
+    t, cm = report["totals"], report["cost_model"]
+    text = f"{t['latency_per_inference_us']:.3f} us"
+    lat = cm.get("mvm_latency_ns")
+    if not lat:
+        return text + f" ({cm['latency_per_mvm_ns']} ns per tile MVM; {cm.get('assumption', '')})"
+    return (text + f" ({lat['mvm']:.1f} ns per tile MVM = PWM integration {lat['integration']:.1f} ns "
+            f"+ ADC conversion {lat['adc_conversion']:.1f} ns; a layer's tiles in parallel, layers "
+            "one after another)")
 
 
 def _md(cell: str) -> str:
@@ -157,6 +210,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _summary(report)]
     lines += [f"\n> **warning:** {_md(w)}" for w in report.get("warnings", [])]
     lines += [f"\n> note: {n}" for n in report.get("notes", [])]
+    lines += ["", "## Cost model", "", report["cost_model"].get("assumption", "")]
     lines += ["", "## Layers", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(report)]
     lines += ["", "Utilization of a layer = its weights / (its blocks x tile cells); total utilization = "
@@ -175,6 +229,7 @@ def to_html(report: dict[str, Any], png_data_uri: str | None = None) -> str:
     parts.append("</table>")
     parts += [f"<p><b>warning:</b> {e(w)}</p>" for w in report.get("warnings", [])]
     parts += [f"<p><b>note:</b> {e(n)}</p>" for n in report.get("notes", [])]
+    parts.append(f"<h2>Cost model</h2><p>{e(report['cost_model'].get('assumption', ''))}</p>")
     parts.append("<h2>Layers</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER)
                  + "</tr>")
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _rows(report)]

@@ -60,10 +60,26 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         + (f" ({t['tiles_saved_by_packing']} tiles saved)" if report["packed"] else ""),
         f"per inference (batch 1): ~{t['energy_per_inference_uj']:,.2f} uJ, "
         f"~{t['latency_per_inference_us']:,.2f} us ({t.get('tile_mvms_per_inference', 0):,} tile MVMs)",
+        *_cost_detail(report),
     ]
     if not report.get("eval_supported", True):
         lines.append("acompile eval cannot run this model (see the report's warnings)")
     return lines
+
+
+def _cost_detail(report: dict[str, Any]) -> list[str]:
+    """The cost model in a line: the energy split, one MVM's figures and what they scale with (nothing
+    for reports written before the cost model)."""
+    t, cm = report["totals"], report["cost_model"]
+    split, lat = t.get("energy_breakdown_uj"), cm.get("mvm_latency_ns")
+    if not split or not lat or "full_tile_mvm_pj" not in cm:
+        return []
+    R, C = report["tile"]["rows"], report["tile"]["cols"]
+    bits = cm["costed_bits"]
+    return ["energy by term: " + ", ".join(f"{k} {v:,.2f}" for k, v in split.items()) + " uJ   |   "
+            f"cost model: a full {R}x{C} MVM at {bits['dac']}/{bits['adc']}-bit DAC/ADC = "
+            f"{cm['full_tile_mvm_pj']:,.0f} pJ, {lat['mvm']:.0f} ns; partial blocks cost the rows, "
+            "columns and converters they use; a layer's tiles in parallel, layers in sequence"]
 
 
 def render_png(report: dict[str, Any]) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.errors import AcompileError
 from runtime.physics.devices import DeviceError, device_class
-from runtime.physics.devices.base import bits, nonneg_float, one_of, pos_float, pos_int, string
+from runtime.physics.devices.base import MAX_BITS, bits, nonneg_float, one_of, pos_float, pos_int, string
 
 try:
     import tomllib
@@ -44,6 +44,12 @@ def _analog_ops(v: Any) -> str | None:
     return "a list of op type strings"
 
 
+def _ref_bits(v: Any) -> str | None:
+    """The resolution the [cost] reference figures were measured at: a real converter (not 0 = ideal)."""
+    ok = isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= MAX_BITS
+    return None if ok else f"an integer in 2..{MAX_BITS}"
+
+
 # section -> key -> validator (returns None when fine, else what the value must be)
 SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "": {"name": string, "description": string},
@@ -55,7 +61,10 @@ SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "mapping": {"analog_ops": _analog_ops, "weight_scale": one_of("layer", "column"),
                 "first_layer": one_of("analog", "digital"), "last_layer": one_of("analog", "digital"),
                 "grouped_conv": one_of("digital")},
-    "cost": {"energy_per_mvm_pj": nonneg_float, "latency_per_mvm_ns": nonneg_float},
+    # energy / latency of one full MVM of the reference tile (ref_rows x ref_cols at ref_*_bits);
+    # compiler/cost.py scales them to the rows, columns and converter bits each block uses
+    "cost": {"energy_per_mvm_pj": nonneg_float, "latency_per_mvm_ns": nonneg_float,
+             "ref_rows": pos_int, "ref_cols": pos_int, "ref_dac_bits": _ref_bits, "ref_adc_bits": _ref_bits},
 }
 
 
@@ -67,6 +76,8 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
         raise AcompileError(f"target {label}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise AcompileError(f"target {label}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:  # tomllib decodes the bytes first: a binary file, another encoding
+        raise AcompileError(f"target {label}: not valid TOML (not UTF-8 text)") from None
     except OSError as exc:
         raise AcompileError(f"target {label}: cannot read ({exc.strerror})") from None
 
@@ -151,6 +162,8 @@ def load_target(spec: str) -> dict[str, Any]:
     """Resolve ``--target``: a built-in name or a path to a TOML file (``base`` + overrides)."""
     if spec in BUILTIN:
         return builtin_target(spec)
+    if not str(spec).strip():  # Path("") is the working folder
+        raise AcompileError(f"unknown target {spec!r}: use one of {', '.join(BUILTIN)} or a .toml file")
     path = Path(spec)
     if path.suffix.lower() != ".toml" and not path.exists():
         raise AcompileError(f"unknown target {spec!r}: use one of {', '.join(BUILTIN)} or a .toml file")
@@ -212,7 +225,8 @@ UNITS: dict[str, dict[str, str]] = {
     "tile": {"rows": "cells", "cols": "cells"},
     "periphery": {"dac_bits": "bits", "adc_bits": "bits", "input_range": "input units",
                   "out_bound": "normalized units", "out_noise": "normalized units (std)"},
-    "cost": {"energy_per_mvm_pj": "pJ", "latency_per_mvm_ns": "ns"},
+    "cost": {"energy_per_mvm_pj": "pJ", "latency_per_mvm_ns": "ns", "ref_rows": "cells", "ref_cols": "cells",
+             "ref_dac_bits": "bits", "ref_adc_bits": "bits"},
 }
 _UNIT = re.compile(r"^([A-Za-z\u00b5%/]{1,4}),\s")
 

@@ -611,20 +611,21 @@ def read_target(model: onnx.ModelProto) -> dict[str, Any]:
 # --- the whole model ----------------------------------------------------------------------------------
 
 
-def check_mapped(model: onnx.ModelProto) -> list[AnalogNode]:
+def check_mapped(model: onnx.ModelProto, what: str = "model") -> list[AnalogNode]:
     """Validate a mapped model against the contract; returns its analog nodes (tensors not loaded).
+    `what` names the model in errors (e.g. its file name).
 
     Metadata (format, target, mapping as JSON objects; every other key of ours valid JSON where it is
     JSON), the domain import, every analog node (attributes, inputs, tensor shapes / types, tile blocks
     against W and the target's tile size / tiles per chip), no two blocks overlapping on one physical
     tile, no node of our domain that is not an analog op. Does not run onnx.checker."""
-    meta = read_mapped_metadata(model)
+    meta = read_mapped_metadata(model, what)
     for key in JSON_METADATA:
         if key in meta.entries:
-            _json_meta(meta.entries, key, "model")
+            _json_meta(meta.entries, key, what)
     versions = {o.domain: o.version for o in model.opset_import}
     if versions.get(DOMAIN) != DOMAIN_VERSION:
-        raise AcompileError(f"model: opset import {DOMAIN} version {DOMAIN_VERSION} missing "
+        raise AcompileError(f"{what}: opset import {DOMAIN} version {DOMAIN_VERSION} missing "
                             f"(got {versions.get(DOMAIN)})")
     tile_cfg = meta.target.get("tile", {}) if isinstance(meta.target.get("tile"), dict) else {}
     R, C, tpc = tile_cfg.get("rows"), tile_cfg.get("cols"), tile_cfg.get("tiles_per_chip")

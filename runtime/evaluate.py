@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from runtime import compensation as comp
+from runtime import contract
 from runtime.analog_settings import AnalogSettings
 from runtime.analog_tile import AnalogLayer, analog_factory
 from runtime.baseline import OrtBaseline, target_of
@@ -236,6 +237,8 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
 
     t_start = time.perf_counter()
     model = load_model(mapped)
+    # the whole artifact against the contract (format, metadata, analog nodes, tile blocks) first
+    contract.check_mapped(model, repr(str(mapped)) if not isinstance(mapped, onnx.ModelProto) else "model")
     target = target_of(model)
     settings = AnalogSettings.from_target(target, **cfg.overrides)
     if cfg.compute.startswith("cuda") and not torch.cuda.is_available():

@@ -79,6 +79,10 @@ def load_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     p = Path(model)
     if not p.exists():
         raise AcompileError(f"model file '{p}' does not exist")
+    if not p.is_file():
+        raise AcompileError(f"'{p}': not a file")
+    if p.stat().st_size == 0:  # onnx.load reads it as an empty model
+        raise AcompileError(f"'{p}': empty file, not an ONNX model")
     try:
         return onnx.load(str(p))
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file

@@ -109,6 +109,54 @@ HWA_ETA_TRAIN = 0.038
 #: Weight clipping to alpha * std(W) after each step; 2.0-2.5 used in the paper.
 HWA_CLIP_ALPHA = 2.5
 
+# --- Cost model of one tile MVM (compiler/cost.py; the report's energy and latency) ---------------------
+# A target's [cost] energy_per_mvm_pj / latency_per_mvm_ns are the figures of ONE FULL MVM of its
+# reference tile ([cost].ref_rows x ref_cols at ref_dac_bits / ref_adc_bits; 256x256, 8/8 bits for the
+# built-ins). compiler/cost.py splits them into terms with the shares below and scales each term with what
+# a block actually uses: the array term with rows x cols (cells driven), the DAC term with rows (one input
+# converter per row), the ADC and digital terms with cols (one ADC per column), all with the converter
+# bits. Every number here is either quoted (source named) or marked ASSUMPTION.
+#
+# Sources:
+#   Le Gallo et al., Nature Electronics 6:680 (2023) -- HERMES chip, 64 cores of 256x256, 8-bit PWM inputs,
+#     8-bit CCO ADCs, one ADC per column; 1-phase read: 63.1 TOPS peak at 9.76 TOPS/W.
+#   Khaddam-Aljameh et al., "HERMES-Core -- a 1.59-TOPS/mm2 PCM on 14-nm CMOS in-memory compute core
+#     using 300-ps/LSB linearized CCO-based ADCs", IEEE J. Solid-State Circuits 57(4) (2022): 256 CCO ADCs
+#     per 256x256 core, 300 ps per LSB, measured 10.5 TOPS/W.
+#   Walden, "Analog-to-digital converter survey and analysis", IEEE JSAC 17(4):539 (1999): the figure of
+#     merit FOM = P / (f_s 2^ENOB), i.e. energy per conversion = FOM x 2^bits at a given FOM.
+#   Nag et al., "Newton: gravitating towards the physical limits of crossbar acceleration", IEEE Micro
+#     38(5):41 (2018): "the ADCs account for a large fraction of chip power and area" (qualitative only).
+
+#: HERMES peak throughput in 1-phase read mode, whole chip (TOPS; Le Gallo 2023).
+HERMES_PEAK_TOPS_1PHASE = 63.1
+#: HERMES-Core measured energy efficiency (TOPS/W; Khaddam-Aljameh 2022) -- the `pcm` target's figure.
+HERMES_CORE_TOPS_PER_W = 10.5
+#: CCO ADC conversion time per LSB (s; Khaddam-Aljameh 2022, "300-ps/LSB"): an n-bit conversion counts
+#: up to 2^n LSB periods, so its time (and, at a fixed figure of merit, its energy; Walden 1999) ~ 2^n.
+HERMES_ADC_LSB_TIME = 300e-12
+#: One core's full 256x256 MVM in 1-phase mode (s): 2 x 256 x 256 ops per MVM over one core's share of
+#: the chip's peak throughput = 131072 / (63.1e12 / 64) = 132.9 ns (derived from Le Gallo 2023; the
+#: built-in targets round it to latency_per_mvm_ns = 130).
+HERMES_MVM_TIME = 2 * HERMES_TILE[0] * HERMES_TILE[1] / (HERMES_PEAK_TOPS_1PHASE * 1e12 / HERMES_CORES)
+#: Reference point of the built-in targets' [cost] figures: the HERMES core (Le Gallo 2023; 256x256,
+#: 8-bit PWM inputs, 8-bit ADCs): rows, cols, DAC / ADC bits.
+COST_REF_ROWS, COST_REF_COLS = HERMES_TILE
+COST_REF_DAC_BITS = HERMES_DAC_BITS
+COST_REF_ADC_BITS = HERMES_ADC_BITS
+#: Share of the reference MVM time spent in the ADC conversion: 2^8 x 300 ps = 76.8 ns of 132.9 ns
+#: (= 0.578; both numbers quoted above). The rest (0.422) is the PWM integration window.
+#: ASSUMPTION: integration and conversion run one after the other and together make the whole MVM time
+#: (no overlap, nothing else on the critical path); digital post-processing is pipelined (not costed).
+COST_LATENCY_ADC_SHARE = HERMES_ADC_LSB_TIME * 2 ** HERMES_ADC_BITS / HERMES_MVM_TIME
+#: Share of the reference full-tile MVM ENERGY in each term, at the reference point.
+#: ASSUMPTION: no published per-block breakdown of the HERMES core's energy is used here (none was at
+#: hand); the ADCs are taken as the largest share, as crossbar accelerator studies report qualitatively
+#: (Nag et al. 2018), the rest split between the array (cell currents), the row drivers (PWM DACs) and
+#: the per-output digital accumulate / affine rescale. Change these four numbers (they must sum to 1)
+#: when a measured breakdown is available; the full-tile reference figures stay exact either way.
+COST_ENERGY_SHARE = {"array": 0.20, "dac": 0.15, "adc": 0.50, "digital": 0.15}
+
 
 # =====================================================================================================
 # In-memory TRAINING devices (owned by hwtrain/inmemory; pulse-update models in runtime/physics/
