@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from runtime import contract
 from runtime.errors import AcompileError
+from runtime.untrusted import check_external_data, external_tensors
 
 MAX_FILE_BYTES = 4 * 1024**3  # 4 GiB
 MAX_TENSOR_ELEMENTS = 2**31  # per tensor (any initializer, any inferred shape)
@@ -30,55 +31,9 @@ CONVERT_TO_OPSET = 17
 MAX_OPSET = onnx.defs.onnx_opset_version()
 
 
-def _external_tensors(model: onnx.ModelProto):
-    """Every TensorProto in the main graph that may carry external data (initializers, Constants)."""
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-
-
-def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    """Reject external-data locations that are absolute or escape the model's folder, or are missing."""
-    root = os.path.realpath(base_dir)
-    for tensor in _external_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        loc = info.get("location", "")
-        if not loc:
-            raise AcompileError(f"tensor {tensor.name!r}: external data without a location")
-        if "\0" in loc:  # os.path functions raise ValueError on it
-            raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} is not a file name")
-        if os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
-            raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} is an absolute "
-                                "path; it must be relative to the model's folder")
-        full = os.path.realpath(os.path.join(root, loc))
-        if os.path.commonpath([root, full]) != root:
-            raise AcompileError(f"tensor {tensor.name!r}: external data location {loc!r} leaves the "
-                                "model's folder")
-        if not os.path.isfile(full):
-            raise AcompileError(f"tensor {tensor.name!r}: external data file {loc!r} not found")
-        span = {}
-        for key in ("offset", "length"):
-            text = info.get(key, "0") or "0"
-            try:
-                span[key] = int(text)
-            except ValueError:
-                span[key] = -1
-            if span[key] < 0:
-                raise AcompileError(f"tensor {tensor.name!r}: external data {key} {text!r} is not a "
-                                    "non-negative integer")
-        offset, length = span["offset"], span["length"]
-        if offset + length > os.path.getsize(full):
-            raise AcompileError(f"tensor {tensor.name!r}: external data {loc!r} is shorter than "
-                                "offset + length")
-
-
 def check_sizes(model: onnx.ModelProto) -> None:
     """Reject tensors whose declared dims multiply beyond MAX_TENSOR_ELEMENTS (before reading data)."""
-    for tensor in _external_tensors(model):
+    for tensor in external_tensors(model):
         n = 1
         for d in tensor.dims:
             if d < 0:
@@ -127,7 +82,7 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
                             "format)")
     check_sizes(model)
     check_external_data(model, path.parent)
-    has_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _external_tensors(model))
+    has_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in external_tensors(model))
     # the checker resolves external data relative to the model's folder only when given the path
     check(str(path) if has_external else data, repr(str(path)))
     del data

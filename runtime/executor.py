@@ -19,6 +19,7 @@ from runtime import contract
 from runtime.epilogue import fuse_epilogues
 from runtime.errors import AcompileError
 from runtime.ops import OPS, NodeInfo, _load
+from runtime.untrusted import load_checked
 
 AnalogFactory = Callable[[NodeInfo, onnx.NodeProto], Callable[..., Any]]
 #: Graph passes run over the step list once it is built, in order.
@@ -84,7 +85,9 @@ def load_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     if p.stat().st_size == 0:  # onnx.load reads it as an empty model
         raise AcompileError(f"'{p}': empty file, not an ONNX model")
     try:
-        return onnx.load(str(p))
+        return load_checked(p)
+    except AcompileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
         raise AcompileError(f"'{p}' is not a readable ONNX model: {exc}") from exc
 

@@ -674,3 +674,26 @@ def test_compile_outputs_follow_the_umask(tmp_path, run_cli, mask):
     for p in (tmp_path / "new").iterdir():
         assert p.stat().st_mode & 0o777 == 0o666 & ~mask, (p, oct(p.stat().st_mode))
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "/etc/hostname", "missing.bin"])
+def test_emulator_loader_refuses_external_data_outside_the_model_folder(tmp_path, location):
+    """The emulator reads files users hand it too: the same external-data check as the compiler,
+    whatever the installed onnx version does on its own."""
+    from onnx import TensorProto, helper
+
+    from runtime.errors import AcompileError
+    from runtime.executor import load_model
+
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 64)
+    (tmp_path / "m").mkdir()
+    w = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[4, 4])
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value=location)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    path = tmp_path / "m" / "m.onnx"
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    with pytest.raises(AcompileError, match="external data"):
+        load_model(path)

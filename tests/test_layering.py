@@ -45,6 +45,8 @@ COMPILER_MAY_IMPORT = {
     "(stdlib + runtime.errors)",
     "runtime.progress": "the progress report every long loop shows (compile, eval, finetune, train): "
     "a bar on a terminal, plain lines otherwise (stdlib; tqdm lazily)",
+    "runtime.untrusted": "the external-data safety check both the frontend and the emulator's loader run "
+    "(onnx + runtime.errors)",
 }
 #: compiler modules that may import runtime beyond runtime.errors / runtime.physics / runtime.contract.
 COMPILER_CLI_LEVEL = {
