@@ -165,6 +165,16 @@ sampled once per chip and time, `global` = drift compensation per tile (16 fixed
 on 2,600 training images. Accuracy in %, mean ± std over chips. The `pcm` numbers are today's emulator
 unchanged by the device interface (same chips, same draws: checked against the recorded ResNet-32 runs).
 
+What the numbers say: `rram` has no mean drift, so its accuracy falls once, over the first day while
+relaxation widens the spread, and then holds (no compensation needed; `global` changes little); its
+1-second spread is wider than PCM's, which costs the plain ResNet-32 most (84 % at 1 s on all three
+compensations vs 88-89 % on `pcm`). `pcm-hermes` drifts more slowly at first (t0 = 300 s) but its drift
+exponents differ more between small and large conductances (mean 0.072-0.13 below x = 0.0945, ~0.06
+above), which one factor per tile cannot undo: with `global` only, the HWA ResNet-32 (fine-tuned for
+`pcm`) keeps 85 % at 1 day and 61 % at 1 year on `hermes`, while `bn` (AdaBS) keeps 87 % at 1 year.
+aihwkit notes that its HERMES fit models 2-device cells as one device, which makes drift worse than the
+chip measured. The small MNIST networks hardly notice any device.
+
 """
 
 
