@@ -86,8 +86,8 @@ def load_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
         raise AcompileError(f"'{p}': empty file, not an ONNX model")
     try:
         return load_checked(p)
-    except AcompileError:
-        raise
+    except AcompileError as exc:
+        raise AcompileError(f"'{p}': {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
         raise AcompileError(f"'{p}' is not a readable ONNX model: {exc}") from exc
 
