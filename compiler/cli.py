@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "report": "compiler.commands:report_cmd",
     "targets": "compiler.commands:targets_cmd",
     "eval": "runtime.cli:eval_cmd",
+    "explore": "runtime.explore_cli:explore_cmd",
     "train": "hwtrain.cli:train_cmd",
     "finetune": "hwtrain.finetune_cli:finetune_cmd",
     "sweep": "hwtrain.inmemory.cli:sweep_cmd",
@@ -58,6 +59,8 @@ def cli() -> None:
       acompile report MAPPED.onnx             the tile mapping report again
       acompile targets                        built-in hardware profiles
       acompile eval MAPPED.onnx --data mnist  accuracy retention over simulated time
+      acompile explore MODEL.onnx --set adc_bits=4,6,8 --out DIR
+                                              accuracy over a grid of hardware variants
       acompile finetune MODEL.onnx --target pcm --data cifar10
                                               hardware-aware fine-tuning of your own model
       acompile train mlp --dataset mnist      hardware-aware / in-memory training of the zoo
@@ -99,6 +102,25 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         click.echo("acompile: interrupted", err=True)
         sys.exit(interrupt_exit_code(exc))
+    except Exception as exc:  # a signal that landed where Python wraps exceptions (e.g. __set_name__)
+        cause = _interrupt_in_chain(exc)
+        if cause is None:
+            raise
+        click.echo("acompile: interrupted", err=True)
+        sys.exit(interrupt_exit_code(cause))
+
+
+def _interrupt_in_chain(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C / SIGTERM behind an exception that wraps it (class creation wraps errors raised in
+    __set_name__ in a RuntimeError, so a signal during an import can arrive wrapped)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -448,3 +448,22 @@ def test_signal_at_any_moment_compile(sig, delay, work, compile_sets):
     assert temps(work) == []
     if proc.returncode == 0:
         assert _hashes(work, COMPILE_SET) == new
+
+
+def test_a_signal_wrapped_by_python_is_still_an_interruption(monkeypatch, capsys):
+    """A SIGTERM that lands inside class creation (an import) reaches the CLI wrapped in a RuntimeError
+    (Python wraps errors raised in __set_name__): still 'interrupted' and 128 + 15, no traceback."""
+    from compiler import cli
+    from runtime.outputs import Terminated
+
+    def wrapped(*_a, **_k):
+        try:
+            raise Terminated(signal.SIGTERM)
+        except Terminated as exc:
+            raise RuntimeError("Error calling __set_name__") from exc
+
+    monkeypatch.setattr(cli.cli, "main", wrapped)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["targets"])
+    assert stop.value.code == 143
+    assert capsys.readouterr().err.strip() == "acompile: interrupted"
