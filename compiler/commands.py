@@ -33,6 +33,10 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @click.option("--weight-scale", type=click.Choice(["layer", "column"]), default=None,
               help="Conductance scale per layer or per column [default: from target].")
 @click.option("--pack", is_flag=True, help="Pack small blocks of several layers into shared tiles.")
+@click.option("--duplicate", type=opt.DUPLICATE, default="1", show_default=True, metavar="auto|N",
+              help="Copy the weights of the layers that bound the pipelined throughput onto free cores: "
+                   "auto (while free cores remain) or at most N copies per layer (1 = none). The report "
+                   "states placement, stages, bottleneck, throughput and latency.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Mapped model path (.onnx) [default: MODEL.pcm.onnx beside MODEL]; the reports "
                    "(.json, .md, .png) beside it. Missing folders are created.")
@@ -41,8 +45,8 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
               help="After compiling, run `acompile eval` on the mapped model; further options go to eval.")
 @click.pass_context
 def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: tuple[int, int] | None,
-                digital: tuple[str, ...], weight_scale: str | None, pack: bool, output: Path | None,
-                quiet: bool, do_eval: bool) -> None:
+                digital: tuple[str, ...], weight_scale: str | None, pack: bool, duplicate: str | int,
+                output: Path | None, quiet: bool, do_eval: bool) -> None:
     """Map MODEL (ONNX) onto analog crossbar tiles; write MODEL.pcm.onnx and the mapping report.
 
     \b
@@ -79,7 +83,8 @@ def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: tu
     from compiler.targets import load_target, with_overrides
 
     target = with_overrides(load_target(target_spec), tile_spec, weight_scale)
-    result = compile_model(model, target, out, _split_names(digital), pack, progress=not quiet)
+    result = compile_model(model, target, out, _split_names(digital), pack, progress=not quiet,
+                           duplicate=duplicate)
     for warning in result.report.get("warnings", []):
         click.echo(f"acompile: warning: {warning}", err=True)
     t = result.report["totals"]
@@ -92,6 +97,13 @@ def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: tu
                    f"{100 * t['utilization']:.1f} %, {t['devices']} devices, "
                    f"~{t['energy_per_inference_uj']:.2f} uJ and ~{t['latency_per_inference_us']:.2f} us "
                    "per inference")
+        pl = result.report["placement"]
+        pipe, lbl = pl["pipelined"]["throughput_ips"], pl["layer_by_layer"]["throughput_ips"]
+        click.echo(f"pipelined: ~{pipe:,.0f} inferences/s (bottleneck {pl['bottleneck']['layer']}), layer by "
+                   f"layer ~{lbl:,.0f}/s, latency ~{pl['pipelined']['latency_us']:.2f} us; "
+                   f"{pl['copies_added']} weight copies, {pl['cores_used']} of {pl['cores_total']} cores "
+                   "used; "
+                   f"~{result.report['performance']['energy_per_inference_uj']:.2f} uJ with data movement")
         click.echo("reports: " + ", ".join(str(result.paths[k]) for k in ("json", "md", "png")))
     if eval_cmd is not None and eval_ctx is not None:
         with eval_ctx:

@@ -126,15 +126,16 @@ def _warnings(missing: dict[str, list[str]], fixed_batch: int | None, culprit: s
 
 def map_model(model_path: str | Path, target: dict, digital: list[str] | None = None,
               pack: bool = False, progress: bool | Callable[[str], None] | None = None,
-              max_tiles: int = MAX_TILES) -> tuple[onnx.ModelProto, dict[str, Any]]:
+              max_tiles: int = MAX_TILES, duplicate: str | int = 1) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Load, partition, tile and build the mapped model in memory. Raises AcompileError on bad input.
 
     ``progress``: a callback receiving each stage's name, True for the shared progress report (a bar on
     a terminal, lines on stderr otherwise), None/False for silence. More than ``max_tiles`` tiles (an
-    estimate made before any block is placed) is refused."""
+    estimate made before any block is placed) is refused. ``duplicate``: 'auto' or the most copies of a
+    layer the report's placement may make (compiler/placement.py; 1: none)."""
     say, bar = _reporter(progress, len(_STAGES) - 1)  # no "writing"
     try:
-        result = _map_model(Path(model_path), target, digital, pack, say, max_tiles)
+        result = _map_model(Path(model_path), target, digital, pack, say, max_tiles, duplicate)
         if bar is not None:
             bar.update(1)
         return result
@@ -144,7 +145,8 @@ def map_model(model_path: str | Path, target: dict, digital: list[str] | None = 
 
 
 def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: bool,
-               say: Callable[[str], None], max_tiles: int) -> tuple[onnx.ModelProto, dict[str, Any]]:
+               say: Callable[[str], None], max_tiles: int, duplicate: str | int = 1
+               ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     say("loading")
     loaded: dict[str, Any] = {}
     model = frontend.load_and_normalize(model_path, loaded)
@@ -184,7 +186,7 @@ def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: 
     report = build_report(model_path.name, target, rows_out, n_tiles, n_unpacked, pack,
                           digital_op_counts(model, layers), block_rows,
                           warnings=_warnings(missing, fixed_batch, culprit), fixed_batch=fixed_batch,
-                          eval_unsupported=missing)
+                          eval_unsupported=missing, duplicate=duplicate)
     say("building artifact")
     mapped = artifact.build_mapped_model(model, layers, scales, tiles, target, report, original_meta)
     contract.check_mapped(mapped)  # the schema (no tensor copies); onnx.checker runs on the bytes written
@@ -194,7 +196,7 @@ def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: 
 def compile_model(model_path: str | Path, target: dict, output: str | Path | None = None,
                   digital: list[str] | None = None, pack: bool = False,
                   progress: bool | Callable[[str], None] | None = None,
-                  max_tiles: int = MAX_TILES) -> CompileResult:
+                  max_tiles: int = MAX_TILES, duplicate: str | int = 1) -> CompileResult:
     """Compile and write MODEL.pcm.onnx (or ``output``) plus .json/.md/.png reports, atomically.
 
     ``progress`` as in `map_model` (the CLI passes True unless --quiet)."""
@@ -204,7 +206,7 @@ def compile_model(model_path: str | Path, target: dict, output: str | Path | Non
         raise AcompileError(f"output {str(out)!r} would overwrite the input model")
     say, bar = _reporter(progress)
     try:
-        mapped, report = _map_model(model_path, target, digital, pack, say, max_tiles)
+        mapped, report = _map_model(model_path, target, digital, pack, say, max_tiles, duplicate)
         say("writing")
         from compiler.report_plot import render_png
 

@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from compiler import placement as plc
 from compiler.cost import TERMS, CostModel
 
 SCHEMA = "acompile.report/1"
@@ -26,13 +27,15 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
                  n_tiles_unpacked: int, packed: bool, digital_ops: Counter,
                  blocks: list[dict[str, Any]], warnings: list[str] | None = None,
                  fixed_batch: int | None = None,
-                 eval_unsupported: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                 eval_unsupported: dict[str, list[str]] | None = None,
+                 duplicate: str | int = 1) -> dict[str, Any]:
     """Assemble the report dict from per-layer rows (already computed by the pipeline).
 
     ``warnings``: what limits the use of the mapped model (ops the emulator lacks, a batch fixed at
     export); the CLI prints them. ``fixed_batch``: the only batch size the graph works at (None: any);
     `acompile eval` runs such a model in batches of that size. ``eval_unsupported``: op type -> nodes the
-    emulator cannot run (then `acompile eval` cannot run the model)."""
+    emulator cannot run (then `acompile eval` cannot run the model). ``duplicate``: 'auto' or the most
+    copies of a layer's weights the placement may make (compiler/placement.py; 1: none)."""
     R, C = target["tile"]["rows"], target["tile"]["cols"]
     cost = CostModel.from_target(target)
     analog = [ly for ly in layers if ly["analog"]]
@@ -55,7 +58,7 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "energy_breakdown_uj": {t: round(sum(e[t] for e in energy.values()) * 1e-6, 9) for t in TERMS},
         "latency_per_inference_us": round(sum(latency_us.values()), 6),
     }
-    return {
+    report = {
         "schema": SCHEMA,
         "model": model_name,
         "target": target["name"],
@@ -75,6 +78,9 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "eval_unsupported": dict(sorted((eval_unsupported or {}).items())),
         "blocks": blocks,
     }
+    report["placement"] = plc.plan(layers, blocks, n_tiles, target["tile"]["tiles_per_chip"], cost, duplicate)
+    report["performance"] = plc.performance(report, target, cost)
+    return report
 
 
 def _layer_costs(cost: CostModel, layers: list[dict[str, Any]], blocks: list[dict[str, Any]]
@@ -167,7 +173,104 @@ def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("tile MVMs per inference", str(t["tile_mvms_per_inference"])),
         ("energy per inference", energy_text(report)),
         ("latency per inference", latency_text(report)),
+        *_placement_summary(report),
     ]
+
+
+def _ips(x: float) -> str:
+    return f"{x:,.0f} inferences/s"
+
+
+def _placement_summary(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary rows of the placement and performance (nothing for reports written before them)."""
+    pl, pf = report.get("placement"), report.get("performance")
+    if not pl or not pf:
+        return []
+    rows = [("throughput", throughput_text(report)),
+            ("duplication", duplication_text(report)),
+            ("energy per inference with data movement", movement_text(report)),
+            ("peak (one chip)", peak_text(report))]
+    return rows
+
+
+def throughput_text(report: dict[str, Any]) -> str:
+    """Pipelined and layer-by-layer throughput and latency, the bottleneck, and the gain of the copies."""
+    pl = report["placement"]
+    base = pl["without_duplication"]
+    text = (f"pipelined {_ips(pl['pipelined']['throughput_ips'])} (latency "
+            f"{pl['pipelined']['latency_us']:,.2f} us, bottleneck {pl['bottleneck']['layer']} "
+            f"{pl['bottleneck']['stage_time_us']:,.2f} us per inference); layer by layer "
+            f"{_ips(pl['layer_by_layer']['throughput_ips'])} (latency "
+            f"{pl['layer_by_layer']['latency_us']:,.2f} us)")
+    if pl["copies_added"]:
+        text += (f"; without duplication: pipelined {_ips(base['pipelined']['throughput_ips'])}, bottleneck "
+                 f"{base['bottleneck']['layer']} (x{pl['speedup_pipelined']:.2f} with the copies)")
+    return text
+
+
+def duplication_text(report: dict[str, Any]) -> str:
+    pl = report["placement"]
+    n = pl["copies_added"]
+    head = (f"--duplicate {pl['duplicate']}: {n} cop{'y' if n == 1 else 'ies'} added; {pl['cores_used']} of "
+            f"{pl['cores_total']} cores used ({pl['chips']} chip"
+            f"{'s' if pl['chips'] != 1 else ''} of {pl['cores_per_chip']}), {pl['cores_free']} free")
+    if pl["duplicated_layers"]:
+        head += "; copies per layer: " + ", ".join(f"{name} x{c}"
+                                                   for name, c in pl["duplicated_layers"].items())
+    if pl.get("duplication_stopped"):
+        head += f"; stopped: {pl['duplication_stopped']}"
+    return head
+
+
+def movement_text(report: dict[str, Any]) -> str:
+    pf = report["performance"]
+    mv = pf["movement"]
+    split = ", ".join(f"{k} {v:.3f}" for k, v in pf["energy_breakdown_uj"].items())
+    return (f"{pf['energy_per_inference_uj']:.3f} uJ ({split} uJ; {mv['bytes_per_inference']:,} "
+            f"activation bytes moved between cores at {mv['pj_per_byte']:g} pJ/byte); "
+            f"{pf['ops_per_inference']:,} ops per inference: {pf['effective_tops_per_w']:.2f} TOPS/W, "
+            f"{pf['effective_tops_pipelined']:.3f} TOPS pipelined")
+
+
+def peak_text(report: dict[str, Any]) -> str:
+    pf = report["performance"]
+    vs = pf.get("vs_published_hermes", {})
+    parts = []
+    for mode, f in pf["peak"].items():
+        t = f"{mode} read {f['tops']:.2f} TOPS at {f['tops_per_w']:.2f} TOPS/W"
+        if mode in vs:
+            c = vs[mode]
+            t += (f" (HERMES published {c['tops']['published']:g} TOPS, {c['tops_per_w']['published']:g} "
+                  f"TOPS/W: error {100 * c['tops']['error']:+.2f} %, "
+                  f"{100 * c['tops_per_w']['error']:+.2f} %)")
+        parts.append(t)
+    return "; ".join(parts) + " (all cores busy with full tile MVMs)"
+
+
+def placement_markdown(report: dict[str, Any]) -> list[str]:
+    """The Markdown section on placement, pipelining and performance (empty for older reports)."""
+    pl = report.get("placement")
+    if not pl or "performance" not in report:
+        return []
+    lines = ["", "## Placement, duplication and pipelining", "", pl["assumption"], "",
+             f"- {throughput_text(report)}", f"- {duplication_text(report)}",
+             f"- energy per inference with data movement: {movement_text(report)}",
+             f"- peak of one chip: {peak_text(report)}", "",
+             "| stage | layer | blocks | copies | cores | MVMs per copy | stage time (us) | |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    b = pl["bottleneck"]["layer"]
+    for st in pl["stages"]:
+        mark = "bottleneck" if st["layer"] == b else ""
+        lines.append(f"| {st['stage']} | {_md(st['layer'])} | {st['blocks']} | {st['copies']} | "
+                     f"{st['cores']} | {st['mvms_per_copy']} | {st['stage_time_us']:.3f} | {mark} |")
+    lines += ["", "Core map (core in chip: layer's stage; 'k = its weights' copy k):", ""]
+    stage = {st["layer"]: st["stage"] for st in pl["stages"]}
+    per_chip: dict[int, list[str]] = {}
+    for c in pl["cores"]:
+        per_chip.setdefault(c["chip"], []).append(
+            f"{c['core_in_chip']}:L{stage.get(c['layer'], '?')}" + (f"'{c['copy']}" if c["copy"] else ""))
+    lines += [f"- chip {chip}: " + " ".join(items) for chip, items in sorted(per_chip.items())]
+    return lines
 
 
 def energy_text(report: dict[str, Any]) -> str:
@@ -214,7 +317,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Layers", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(report)]
     lines += ["", "Utilization of a layer = its weights / (its blocks x tile cells); total utilization = "
-              "analog weights / (tiles x tile cells). Devices = weights x devices per weight.", ""]
+              "analog weights / (tiles x tile cells). Devices = weights x devices per weight."]
+    lines += placement_markdown(report) + [""]
     return "\n".join(lines)
 
 
@@ -234,6 +338,10 @@ def to_html(report: dict[str, Any], png_data_uri: str | None = None) -> str:
                  + "</tr>")
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _rows(report)]
     parts.append("</table>")
+    section = placement_markdown(report)
+    if section:
+        body = e("\n".join(section[3:]))
+        parts.append(f"<h2>Placement, duplication and pipelining</h2><pre>{body}</pre>")
     if png_data_uri:
         parts.append(f"<h2>Tile occupancy</h2><img src='{png_data_uri}' alt='tile occupancy'>")
     parts.append("</body></html>\n")

@@ -6,6 +6,10 @@ column offset along the top; chips marked on the right), and a key of the analog
 drawn in a colour of its own and labelled with its index ``L12`` inside its blocks, so 50+ layers stay
 apart: 20 colours, and after 20 layers the same colours again with a hatch (20 x 5 combinations). The
 grid shows every tile (no cap); labels and hatches are left out where tiles get too small to hold them.
+Placement (compiler/placement.py): the cores holding copies of a layer's weights (``--duplicate``) are
+drawn in the layer's colour under a white hatch and labelled ``L3'1`` (copy 1 of L3); the bottleneck
+layer's cores have a red outline; the summary band names the bottleneck, the pipelined and layer-by-layer
+throughput, the energy with data movement and the peak figures.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"per inference (batch 1): ~{t['energy_per_inference_uj']:,.2f} uJ, "
         f"~{t['latency_per_inference_us']:,.2f} us ({t.get('tile_mvms_per_inference', 0):,} tile MVMs)",
         *_cost_detail(report),
+        *_placement_detail(report),
     ]
     if not report.get("eval_supported", True):
         lines.append("acompile eval cannot run this model (see the report's warnings)")
@@ -80,6 +85,30 @@ def _cost_detail(report: dict[str, Any]) -> list[str]:
             f"cost model: a full {R}x{C} MVM at {bits['dac']}/{bits['adc']}-bit DAC/ADC = "
             f"{cm['full_tile_mvm_pj']:,.0f} pJ, {lat['mvm']:.0f} ns; partial blocks cost the rows, "
             "columns and converters they use; a layer's tiles in parallel, layers in sequence"]
+
+
+def _placement_detail(report: dict[str, Any]) -> list[str]:
+    """Pipelining, duplication and the peak figures in two lines (nothing for reports without them)."""
+    pl, pf = report.get("placement"), report.get("performance")
+    if not pl or not pf:
+        return []
+    stage = {st["layer"]: st["stage"] for st in pl["stages"]}
+    b = pl["bottleneck"]["layer"]
+    base = pl["without_duplication"]["pipelined"]["throughput_ips"]
+    pipe, lbl = pl["pipelined"], pl["layer_by_layer"]
+    line = (f"pipelined (layer = stage, {len(pl['stages'])} stages): ~{pipe['throughput_ips']:,.0f} "
+            f"inferences/s, bottleneck L{stage.get(b, '?')} {b} (red outline); layer by layer: "
+            f"~{lbl['throughput_ips']:,.0f}/s; latency {pipe['latency_us']:,.1f} us")
+    if pl["copies_added"]:
+        line += (f"   |   --duplicate {pl['duplicate']}: {pl['copies_added']} weight copies (hatched, L3'1 = "
+                 f"copy 1 of L3), x{pl['speedup_pipelined']:.2f} over {base:,.0f}/s without")
+    else:
+        line += f"   |   --duplicate {pl['duplicate']}: no copies"
+    peak = pf["peak"]
+    line2 = (f"energy with data movement {pf['energy_per_inference_uj']:,.2f} uJ ("
+             + ", ".join(f"{k} {v:,.2f}" for k, v in pf["energy_breakdown_uj"].items()) + " uJ)   |   peak: "
+             + ", ".join(f"{m} {f['tops']:.1f} TOPS / {f['tops_per_w']:.2f} TOPS/W" for m, f in peak.items()))
+    return [line, line2]
 
 
 def render_png(report: dict[str, Any]) -> bytes:
@@ -105,6 +134,11 @@ def figure(report: dict[str, Any]):
     R, C = report["tile"]["rows"], report["tile"]["cols"]
     per_chip = max(int(report.get("tiles_per_chip", 64)), 1)
     n_tiles = int(report["totals"]["tiles"])
+    placement = report.get("placement") or {}
+    copies = [c for c in placement.get("cores", []) if c["copy"]]
+    bottleneck = (placement.get("bottleneck") or {}).get("layer")
+    if copies:  # the grid shows the cores the copies took too
+        n_tiles = max(n_tiles, max(c["core"] for c in copies) + 1)
     analog = [ly for ly in report["layers"] if ly["analog"]]
     index = {ly["name"]: i for i, ly in enumerate(analog)}
     ncols = _ncols(n_tiles, per_chip)
@@ -180,10 +214,37 @@ def figure(report: dict[str, Any]):
             labels.append((x0 + w / 2, y0 + h / 2, text, 5.5, 0))
         elif h_in >= need and w_in >= 0.1:  # a narrow, tall block: the label turned upright
             labels.append((x0 + w / 2, y0 + h / 2, text, 5.5, 90))
+    all_blocks = report.get("blocks", [])
+    copy_rects: dict[int, list[Rectangle]] = {}
+    outline: list[Rectangle] = []  # the bottleneck layer's cores, copies included
+    for c in copies:
+        b = all_blocks[c["block"]]
+        i = index.get(b["layer"])
+        if i is None:
+            continue
+        col, row = c["core"] % ncols, c["core"] // ncols
+        h = (b["row_end"] - b["row_start"]) / R * span
+        w = (b["col_end"] - b["col_start"]) / C * span
+        copy_rects.setdefault(i, []).append(Rectangle((col + GAP / 2, row + GAP / 2), w, h))
+        if detail:
+            labels.append((col + 0.5, row + 0.5, f"L{i}'{c['copy']}", 5.5, 0))
+    for c in placement.get("cores", []):
+        if c["layer"] == bottleneck:
+            outline.append(Rectangle((c["core"] % ncols + GAP / 4, c["core"] // ncols + GAP / 4),
+                                     1 - GAP / 2, 1 - GAP / 2))
     for i, rects in by_style.items():
         color, hatch = layer_style(i)
         ax.add_collection(PatchCollection(rects, facecolor=[color], edgecolor="#333333",
                                           linewidth=0.3 if detail else 0.1, hatch=hatch or None))
+    for i, rects in copy_rects.items():  # copies: the layer's colour under a dense white hatch
+        color, _hatch = layer_style(i)
+        ax.add_collection(PatchCollection(rects, facecolor=[color], edgecolor="white",
+                                          linewidth=0.0, hatch="////"))
+        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="#333333",
+                                          linewidth=0.3 if detail else 0.1))
+    for r in outline:  # patches, not a collection: the collections are the tiles and the blocks
+        r.set(facecolor="none", edgecolor="#d62728", linewidth=1.6 if detail else 0.6)
+        ax.add_patch(r)
     for x, yy, text, size, rotation in labels:  # black on a white box: readable on any colour and hatch
         ax.text(x, yy, text, ha="center", va="center", fontsize=size, rotation=rotation,
                 color="black", weight="bold",
@@ -222,7 +283,9 @@ def figure(report: dict[str, Any]):
             chips = f"chip {first}" if first == last // per_chip else f"chips {first}-{last // per_chip}"
             ax.text(ncols + 0.15, r + 0.5, chips, ha="left", va="center", fontsize=6, color="#c0392b")
     ax.text(0, nrows + 0.25, f"each square is one {R}x{C} tile; grey = unused cells"
-            + ("; labels: layer index, see the key" if detail else ""), ha="left", va="top", fontsize=8,
+            + ("; labels: layer index = pipeline stage, see the key" if detail else "")
+            + ("; hatched: copies of a layer's weights (--duplicate)" if copies else ""), ha="left", va="top",
+            fontsize=8,
             color="#555555")
 
     # ---- the layer key -----------------------------------------------------------------------------
@@ -230,11 +293,17 @@ def figure(report: dict[str, Any]):
         kax = fig.add_axes(box(head_h + axis_h + grid_h + 0.55, key_h, 0.3, fig_w - 0.6))
         kax.set_axis_off()
         handles = []
+        n_copies = {st["layer"]: st["copies"] for st in placement.get("stages", [])}
         width = int(fig_w / key_cols * 13) - 5  # characters of a key entry at 7 pt
         for i, ly in enumerate(key_layers):
             color, hatch = layer_style(i)
             name = ly.get("alias") or ly["name"]
             tiles = f"{ly['tiles']} tile{'s' if ly['tiles'] != 1 else ''}"
+            k = n_copies.get(ly["name"], 1)
+            if k > 1:
+                tiles += f" x{k} copies"
+            if ly["name"] == bottleneck:
+                tiles += " · bottleneck"
             label = f"L{i} {name}"
             if len(label) + len(tiles) + 3 > width:
                 label = label[: max(8, width - len(tiles) - 4)] + "…"

@@ -54,7 +54,7 @@ def _ref_bits(v: Any) -> str | None:
 SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "": {"name": string, "description": string},
     "tile": {"rows": pos_int, "cols": pos_int, "devices_per_weight": one_of(1, 2, 4),
-             "tiles_per_chip": pos_int},
+             "tiles_per_chip": pos_int, "r_wire": nonneg_float},
     "device": {},  # the keys of the device model named by [device].model (runtime/physics/devices)
     "periphery": {"dac_bits": bits, "input_range": _input_range, "adc_bits": bits,
                   "out_bound": _input_range, "out_noise": nonneg_float},
@@ -222,7 +222,7 @@ def with_device(target: dict[str, Any], model: str | None = None, **keys: Any) -
 #: Units of the keys outside [device] (the comments of compiler/targets/pcm.toml); [device] keys take
 #: theirs from the device model's key docs ("uS, ...", "s, ...").
 UNITS: dict[str, dict[str, str]] = {
-    "tile": {"rows": "cells", "cols": "cells"},
+    "tile": {"rows": "cells", "cols": "cells", "r_wire": "ohm"},
     "periphery": {"dac_bits": "bits", "adc_bits": "bits", "input_range": "input units",
                   "out_bound": "normalized units", "out_noise": "normalized units (std)"},
     "cost": {"energy_per_mvm_pj": "pJ", "latency_per_mvm_ns": "ns", "ref_rows": "cells", "ref_cols": "cells",

@@ -25,12 +25,14 @@ class AnalogSettings:
     out_noise: float = 0.04
     read_noise_mode: str = "time"  # "time": one sample per (chip, t) (aihwkit); "read": per MVM
     calib_percentile: float = 99.99
+    r_wire: float = 0.0  # ohm per row / column wire segment of a tile; 0 = no IR drop (physics/ir_drop.py)
     kernels: str = "auto"  # element-wise DAC / ADC tail: "native" (runtime/native), "torch", "auto"
 
     @property
     def exact(self) -> bool:
         """True when the tile computes x @ W exactly (target ideal)."""
-        return self.device.noiseless and self.dac_bits == 0 and self.adc_bits == 0 and self.out_noise == 0
+        return (self.device.noiseless and self.dac_bits == 0 and self.adc_bits == 0 and self.out_noise == 0
+                and self.r_wire == 0)
 
     @property
     def cells_per_sign(self) -> int:
@@ -46,7 +48,7 @@ class AnalogSettings:
             devices_per_weight=int(tile.get("devices_per_weight", 2)),
             dac_bits=int(per.get("dac_bits", 8)), input_range=None if ir == "calibrated" else float(ir),
             adc_bits=int(per.get("adc_bits", 8)), out_bound=per.get("out_bound", 10.0),
-            out_noise=float(per.get("out_noise", 0.04)))
+            out_noise=float(per.get("out_noise", 0.04)), r_wire=tile.get("r_wire", 0.0))
         dev = dict(dev)
         for k, v in overrides.items():
             if v is None:
@@ -69,6 +71,10 @@ class AnalogSettings:
                                 f"device(s) per cell of '{device.name}', got {dpw}")
         if kw.get("read_noise_mode", "time") not in ("time", "read"):
             raise AcompileError("read-noise mode must be 'time' or 'read'")
+        rw = kw["r_wire"]
+        if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not 0 <= rw < float("inf"):
+            raise AcompileError(f"r_wire must be a finite number >= 0 (ohm), got {rw!r}")
+        kw["r_wire"] = float(rw)
         if kw.get("kernels", "auto") not in ("auto", "native", "torch"):
             raise AcompileError("kernels must be 'auto', 'native' or 'torch'")
         return cls(device=device, **kw)

@@ -66,7 +66,7 @@ class AnalogLayer:
         self.geo = geo = TileGeometry.from_node(info, node, w)
         self.name = geo.name
         self.device = device
-        self.tile = ProgrammedTile(w, gs, s, device)
+        self.tile = ProgrammedTile(w, gs, s, device, blocks=(geo.row_blocks, geo.col_blocks))
         self.cal = RangeCalibration(s)
         self.col_scale = (s.device.g_max / gs).to(device)  # digital undo of the conductance scale
         if not geo.is_conv:

@@ -66,6 +66,9 @@ _OPTIONS = [
                       "layer, from the calibration images right after programming)."),
     click.option("--input-range", default=None, type=opt.POS_FLOAT,
                  help="Static DAC input range, > 0 (default: calibrated)."),
+    click.option("--r-wire", "r_wire", default=None, type=opt.NONNEG_FLOAT,
+                 help="Override the wire resistance per row / column segment of a tile, ohm (IR drop; "
+                      "0 = off; aihwkit's value is 0.35)."),
     click.option("--kernels", default="auto", show_default=True,
                  type=click.Choice(["auto", "native", "torch"]),
                  help="Element-wise DAC/ADC/noise on CPU: native (C, built at first use), torch, or auto "
@@ -73,13 +76,19 @@ _OPTIONS = [
     click.option("--threads", default=None, type=opt.THREADS,
                  help=f"torch / onnxruntime CPU threads, 1..{opt.MAX_THREADS}."),
     click.option("--no-baseline", is_flag=True, help="Skip the onnxruntime digital baseline."),
+    click.option("--workers", default=None, type=opt.WORKERS,
+                 help="Run the chips on a local Ray instance of N CPUs (needs the ray extra); the same "
+                      "numbers as the serial run."),
+    click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+                 help="Run the chips on a running Ray cluster (`ray start --head`; auto = this node's)."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
 ]
 
 EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "compute", "batch_size", "limit", "balanced",
                "calib", "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise",
                "no_drift", "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise",
-               "out_bound", "input_range", "kernels", "threads", "no_baseline", "quiet")
+               "out_bound", "input_range", "r_wire", "kernels", "threads", "no_baseline", "workers",
+               "ray_address", "quiet")
 
 
 def eval_options(fn: Callable) -> Callable:
@@ -96,7 +105,8 @@ _TYPES = {"times": opt.TIMES, "chips": opt.CHIPS, "compensation": opt.COMPENSATI
           "batch_size": opt.POS_INT, "limit": opt.POS_INT, "calib": opt.POS_INT, "mean": opt.FLOATS,
           "std": opt.POS_FLOATS, "scale": opt.POS_FLOAT, "dac_bits": opt.BITS, "adc_bits": opt.BITS,
           "out_noise": opt.NONNEG_FLOAT, "out_bound": opt.BOUND, "input_range": opt.POS_FLOAT,
-          "threads": opt.THREADS}
+          "r_wire": opt.NONNEG_FLOAT,
+          "threads": opt.THREADS, "workers": opt.WORKERS}
 _DEFAULTS = {"data": "mnist", "times": "1s,1h,1d,30d,1y", "chips": 10, "seed": 0, "compute": "cpu",
              "batch_size": 128, "calib": 1000, "read_noise_mode": "time", "kernels": "auto"}
 
@@ -128,6 +138,9 @@ def check_eval(mapped_path: Path, kw: dict[str, Any]) -> dict[str, Any]:
     if kw["compute"] not in ("cpu", "cuda"):
         raise AcompileError(f"--compute must be cpu or cuda, got {kw['compute']!r}")
     opt.same_length(kw.get("mean"), kw.get("std"))
+    from runtime.parallel import check_parallel
+
+    check_parallel(kw.get("workers"), kw.get("ray_address"))
     check_outputs(eval_outputs(kw), inputs=[mapped_path, data_file(kw.get("data"))])
     return kw
 
@@ -155,7 +168,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         "read_noise_mode": kw["read_noise_mode"],
         "dac_bits": kw.get("dac_bits"), "adc_bits": kw.get("adc_bits"),
         "out_noise": kw.get("out_noise"), "out_bound": kw.get("out_bound"),
-        "input_range": kw.get("input_range"), "kernels": kw["kernels"],
+        "input_range": kw.get("input_range"), "r_wire": kw.get("r_wire"), "kernels": kw["kernels"],
     }
     cfg = EvalConfig(
         data=kw["data"], times=kw["times"], chips=kw["chips"],
@@ -165,7 +178,12 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         calib=kw["calib"], mean=kw.get("mean"), std=kw.get("std"), scale=kw.get("scale"),
         overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"),
         balanced=bool(kw.get("balanced")))
-    result = evaluate(Path(mapped_path), cfg, progress=not kw.get("quiet"))
+    runner = None
+    if kw.get("workers") is not None or kw.get("ray_address") is not None:
+        from runtime.parallel import ray_chip_runner
+
+        runner = ray_chip_runner(kw.get("workers"), kw.get("ray_address"))
+    result = evaluate(Path(mapped_path), cfg, progress=not kw.get("quiet"), chip_runner=runner)
     click.echo(table(result))
     files: dict[Path, Any] = {}
     if kw.get("json_path"):

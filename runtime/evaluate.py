@@ -229,16 +229,41 @@ class Emulator:
         return score(pred, y, balanced)
 
 
-def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
-    """Run the retention experiment; returns the results dict written as JSON."""
+@dataclass
+class Session:
+    """A mapped model ready to emulate chips: its emulator, data and the compensation methods to run.
+
+    `evaluate` runs every chip of one; `acompile explore` (runtime/explore.py) runs single chips of one
+    (a unit of work, possibly in another process), with the same numbers: a chip's noise depends only
+    on (seed, chip), never on which chips ran before it in the same process."""
+
+    model: onnx.ModelProto
+    cfg: EvalConfig
+    emu: Emulator
+    methods: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    xc: np.ndarray
+    batch_size: int
+    header: dict[str, Any]
+
+
+def prepare_data(model: onnx.ModelProto, cfg: EvalConfig
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
+    """(x, y, calibration images, calibration source, data name) of an eval run (preprocessed)."""
+    return _prepare_data(model, cfg)
+
+
+def open_session(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True,
+                 data: tuple[np.ndarray, np.ndarray, np.ndarray, str, str] | None = None,
+                 checked: bool = False) -> Session:
+    """Check the mapped model and the config, load the data (or take `data`, from `prepare_data`), build
+    the emulator. `checked`: the caller ran `contract.check_mapped` on this model already."""
     import sys
 
-    from runtime.progress import Progress
-
-    t_start = time.perf_counter()
     model = load_model(mapped)
-    # the whole artifact against the contract (format, metadata, analog nodes, tile blocks) first
-    contract.check_mapped(model, repr(str(mapped)) if not isinstance(mapped, onnx.ModelProto) else "model")
+    if not checked:  # the whole artifact against the contract (format, metadata, analog nodes, blocks)
+        contract.check_mapped(model, "model" if isinstance(mapped, onnx.ModelProto) else repr(str(mapped)))
     target = target_of(model)
     settings = AnalogSettings.from_target(target, **cfg.overrides)
     if cfg.compute.startswith("cuda") and not torch.cuda.is_available():
@@ -247,7 +272,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         raise AcompileError("--chips and --batch-size must be >= 1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    x, y, xc, calib_source, data_name = _prepare_data(model, cfg)
+    x, y, xc, calib_source, data_name = data if data is not None else _prepare_data(model, cfg)
     fixed_batch = _fixed_batch(model)
     batch_size = cfg.batch_size
     if fixed_batch is not None and fixed_batch != batch_size:
@@ -265,8 +290,7 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
     methods = comp.check_methods(requested, len(emu.bn_layers))
     if not emu.layers:
         raise AcompileError("the model has no analog (ai.acompile) nodes: compile it with --target first")
-
-    result: dict[str, Any] = {
+    header: dict[str, Any] = {
         "schema": "acompile.retention/1",
         "model": str(mapped) if not isinstance(mapped, onnx.ModelProto) else model.graph.name,
         "target": target.get("name"), "data": data_name, "n_images": int(len(y)),
@@ -277,40 +301,81 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
         "settings": _settings_dict(settings),
         "kernels": emu.layers[0].kernels_used(),
     }
-    if cfg.baseline:
-        t0 = time.perf_counter()
-        ort = OrtBaseline(model, cfg.threads)
-        preds = np.concatenate([ort(x[i:i + cfg.batch_size]).reshape(len(x[i:i + cfg.batch_size]), -1)
-                                .argmax(1) for i in range(0, len(x), cfg.batch_size)])
-        result["baseline"] = {"engine": "onnxruntime", "accuracy": score(preds, y, cfg.balanced),
-                              "seconds": time.perf_counter() - t0}
+    return Session(model, cfg, emu, methods, x, y, xc, batch_size, header)
 
-    acc: dict[tuple[int, str], list[float]] = {(ti, m): [] for ti in range(len(cfg.times)) for m in methods}
-    n_batches = -(-len(x) // batch_size)
-    total = cfg.chips * len(cfg.times) * len(methods) * n_batches
-    calib_bn = xc[: cfg.calib]
-    calib_dac = xc[: cfg.dac_calib_images]
-    with Progress(total=total, desc="eval", unit="batches", enabled=progress) as bar:
-        for chip in range(cfg.chips):
-            bar.set_postfix_str(f"programming chip {chip + 1}/{cfg.chips}")
-            emu.program(cfg.seed, chip, calib_dac, batch_size)
-            for ti, t in enumerate(cfg.times):
-                emu.set_time(t, cfg.seed, chip, ti)
-                for ci, m in enumerate(methods):
+
+def run_chip(s: Session, chip: int, bar=None) -> list[float]:
+    """Program chip `chip` and score it at every time point and compensation method: the accuracies in
+    the order (time, method), time-major. Depends only on (cfg.seed, chip) and the session."""
+    cfg, emu, batch_size = s.cfg, s.emu, s.batch_size
+    calib_bn = s.xc[: cfg.calib]
+    calib_dac = s.xc[: cfg.dac_calib_images]
+    out: list[float] = []
+    if bar is not None:
+        bar.set_postfix_str(f"programming chip {chip + 1}/{cfg.chips}")
+    emu.program(cfg.seed, chip, calib_dac, batch_size)
+    try:
+        for ti, t in enumerate(cfg.times):
+            emu.set_time(t, cfg.seed, chip, ti)
+            for ci, m in enumerate(s.methods):
+                if bar is not None:
                     bar.set_postfix_str(f"chip {chip + 1}/{cfg.chips} t={format_time(t)} {m}")
-                    gen = make_generator(emu.device, cfg.seed, chip, 2, ti, ci)
-                    emu.compensate(m, calib_bn, batch_size, gen)
-                    acc[(ti, m)].append(emu.accuracy(x, y, batch_size, gen, bar, cfg.balanced))
-                comp.reset(emu.layers, emu.bn_layers)
+                gen = make_generator(emu.device, cfg.seed, chip, 2, ti, ci)
+                emu.compensate(m, calib_bn, batch_size, gen)
+                out.append(emu.accuracy(s.x, s.y, batch_size, gen, bar, cfg.balanced))
+            comp.reset(emu.layers, emu.bn_layers)
+    finally:
+        comp.reset(emu.layers, emu.bn_layers)
+    return out
+
+
+def summary_rows(times: list[float], methods: list[str], per_chip: list[list[float]]) -> list[dict[str, Any]]:
+    """The `results` rows of the retention JSON from each chip's `run_chip` list (chips in order)."""
     rows = []
-    for ti, t in enumerate(cfg.times):
-        for m in methods:
-            a = np.asarray(acc[(ti, m)])
+    for ti, t in enumerate(times):
+        for ci, m in enumerate(methods):
+            a = np.asarray([chip[ti * len(methods) + ci] for chip in per_chip])
             tv = int(t) if float(t).is_integer() else t
             rows.append({"t": tv, "time": format_time(t), "compensation": m, "mean": float(a.mean()),
                          "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a)),
                          "accuracies": [float(v) for v in a]})
-    result["results"] = rows
+    return rows
+
+
+def baseline_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, batch_size: int,
+                      threads: int | None = None, balanced: bool = False) -> float:
+    """The digital baseline: the standard ONNX model rebuilt from the mapped one, run by onnxruntime."""
+    ort = OrtBaseline(model, threads)
+    preds = np.concatenate([ort(x[i:i + batch_size]).reshape(len(x[i:i + batch_size]), -1)
+                            .argmax(1) for i in range(0, len(x), batch_size)])
+    return score(preds, y, balanced)
+
+
+def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True,
+             chip_runner=None) -> dict[str, Any]:
+    """Run the retention experiment; returns the results dict written as JSON.
+
+    `chip_runner(session, chips) -> list of run_chip lists` runs the chips elsewhere (Ray:
+    runtime/parallel.py); the default runs them here, one after the other."""
+    from runtime.progress import Progress
+
+    t_start = time.perf_counter()
+    s = open_session(mapped, cfg, progress)
+    result = dict(s.header)
+    if cfg.baseline:
+        t0 = time.perf_counter()
+        result["baseline"] = {"engine": "onnxruntime",
+                              "accuracy": baseline_accuracy(s.model, s.x, s.y, cfg.batch_size, cfg.threads,
+                                                            cfg.balanced),
+                              "seconds": time.perf_counter() - t0}
+    if chip_runner is not None:
+        per_chip = chip_runner(s, list(range(cfg.chips)))
+    else:
+        n_batches = -(-len(s.x) // s.batch_size)
+        total = cfg.chips * len(cfg.times) * len(s.methods) * n_batches
+        with Progress(total=total, desc="eval", unit="batches", enabled=progress) as bar:
+            per_chip = [run_chip(s, chip, bar) for chip in range(cfg.chips)]
+    result["results"] = summary_rows(cfg.times, s.methods, per_chip)
     result["seconds"] = time.perf_counter() - t_start
     return result
 

@@ -113,6 +113,26 @@ def parse_bound(text: str, flag: str = "--out-bound") -> float | str:
     return v
 
 
+#: --duplicate N: most copies of one layer's weights (a bound on the search, not on the chip)
+MAX_COPIES = 10_000
+
+
+def parse_duplicate(text: str, flag: str = "--duplicate") -> str | int:
+    """'auto' (copy the bottleneck layer while free cores remain) or N in 1..MAX_COPIES (at most N copies
+    of a layer; 1 = no duplication)."""
+    t = str(text).strip().lower()
+    if t == "auto":
+        return "auto"
+    try:
+        v = int(t)
+    except ValueError:
+        raise AcompileError(f"{flag} must be 'auto' or an integer in 1..{MAX_COPIES}, got {text!r}") from None
+    need = int_in(1, MAX_COPIES)(v)
+    if need is not None:
+        raise AcompileError(f"{flag} must be 'auto' or {need}, got {text}")
+    return v
+
+
 def parse_compensation(text: str, flag: str = "--compensation") -> list[str]:
     methods = [m.strip().lower() for m in str(text).split(",") if m.strip()]
     if not methods:
@@ -174,6 +194,8 @@ NONNEG_INT = Checked(int, nonneg_int)
 BITS = Checked(int, bits, "bits")
 CHIPS = Checked(int, int_in(1, MAX_CHIPS))
 THREADS = Checked(int, int_in(1, MAX_THREADS))
+#: --workers: CPUs of a local Ray instance (the bounds of --threads)
+WORKERS = THREADS
 SEED = Checked(int, int_in(0, MAX_SEED))
 POS_FLOAT = Checked(float, pos_float)
 NONNEG_FLOAT = Checked(float, nonneg_float)
@@ -184,6 +206,7 @@ FLOATS = Parsed(parse_floats, "numbers")
 POS_FLOATS = Parsed(lambda t, f: parse_floats(t, f, pos_float), "numbers")
 BOUND = Parsed(parse_bound, "bound")
 COMPENSATION = Parsed(parse_compensation, "methods")
+DUPLICATE = Parsed(parse_duplicate, "auto|N")
 
 
 def same_length(a: Sequence | None, b: Sequence | None, flags: str = "--mean and --std") -> None:

@@ -8,6 +8,7 @@ import torch
 
 from runtime.analog_settings import AnalogSettings
 from runtime.physics.devices import Programmed
+from runtime.physics.ir_drop import tile_effective
 
 
 def device_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, per: int) -> torch.Tensor:
@@ -20,18 +21,30 @@ def device_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, per:
     return torch.stack([plus] * per + [minus] * per)
 
 
-def pair_weights(g: torch.Tensor, g_max: float) -> torch.Tensor:
-    """Normalized weights (G+ - G-) / g_max from the [2 per, rows, cols] conductances of device_targets."""
+def pair_weights(g: torch.Tensor, g_max: float, r_wire: float = 0.0,
+                 blocks: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None) -> torch.Tensor:
+    """Normalized weights (G+ - G-) / g_max from the [2 per, rows, cols] conductances of device_targets.
+
+    r_wire > 0 (ohm per wire segment): each sign's conductance (the sum of its cells) on each tile
+    (`blocks` = (row blocks, column blocks)) is replaced by its effective conductance under IR drop
+    (runtime/physics/ir_drop.py, first-order approximation); the plus and the minus devices are taken as
+    two arrays of the tile's geometry that share the input drivers."""
     per = g.shape[0] // 2
-    return (g[:per].sum(0) - g[per:].sum(0)) / g_max
+    gp, gm = g[:per].sum(0), g[per:].sum(0)
+    if r_wire > 0:
+        rb, cb = blocks if blocks is not None else ([(0, g.shape[-2])], [(0, g.shape[-1])])
+        gp, gm = tile_effective(gp, r_wire, rb, cb), tile_effective(gm, r_wire, rb, cb)
+    return (gp - gm) / g_max
 
 
 class ProgrammedTile:
     """Normalized weights w_n = W G_SCALE / g_max of one layer, and what the device makes of them."""
 
     def __init__(self, w: torch.Tensor, g_scale: torch.Tensor, settings: AnalogSettings,
-                 device: torch.device) -> None:
+                 device: torch.device,
+                 blocks: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None) -> None:
         self.settings = settings
+        self.blocks = blocks  # (row blocks, column blocks): the tiles IR drop is computed on
         self.model = settings.device
         g_max = self.model.g_max
         self.w_n = (w * g_scale / g_max).to(device)  # normalized target weights in [-1, 1]
@@ -48,7 +61,7 @@ class ProgrammedTile:
     def program(self, generator: torch.Generator | None) -> None:
         """Program the devices once for a new chip (programming noise, per-device time constants)."""
         self.state = self.model.program(self.targets(), generator)
-        self.w_eff, self.w_var = pair_weights(self.state.g_prog, self.model.g_max), None
+        self.w_eff, self.w_var = self._weights(self.state.g_prog), None
 
     def set_time(self, t: float, generator: torch.Generator | None) -> None:
         """Effective weights t seconds after programming: drift / relaxation, then read noise (one sample
@@ -64,4 +77,8 @@ class ProgrammedTile:
         else:
             self.w_var = None
             g = dev.add_read_noise(self.state, g, t, generator)
-        self.w_eff = pair_weights(g, dev.g_max)
+        self.w_eff = self._weights(g)
+
+    def _weights(self, g: torch.Tensor) -> torch.Tensor:
+        """Normalized effective weights of conductances g, with IR drop when the target has r_wire > 0."""
+        return pair_weights(g, self.model.g_max, self.settings.r_wire, self.blocks)

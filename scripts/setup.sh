@@ -21,6 +21,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # Pin torch to the CPU build first: an unpinned torch would pull a multi-GB CUDA build.
   pip_install "torch==2.13.0"
   pip_install -e ".[dev]"
+  # Ray (`--workers` / `--ray` of explore and eval) is optional: a platform without its wheels keeps the
+  # serial path, and those flags say how to get it.
+  if ! python -m pip install --disable-pip-version-check "ray>=2.9" >>"$log" 2>&1; then
+    echo "setup: warning: could not install ray (optional: acompile explore/eval --workers, --ray)" >&2
+  fi
   python -c "import torch, onnx, onnxruntime, compiler, runtime, hwtrain"
   echo "$want" >"$stamp"
 fi

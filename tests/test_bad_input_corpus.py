@@ -832,6 +832,7 @@ OPTION_BASE: dict[str, list[str]] = {
     "train": ["train", "mlp", "--dataset", "{d}/data.npz"],
     "finetune": ["finetune", "{d}/m.onnx", "--data", "{d}/data.npz"],
     "sweep": ["sweep", "mlp", "--param", "states=10", "--dataset", "{d}/data.npz"],
+    "explore": ["explore", "{d}/m.onnx", "--set", "adc_bits=4,8", "--out", "{d}/x", "--data", "{d}/data.npz"],
 }
 CANDIDATES = ["-1", "0", "nan", "inf", "-inf", "abc", "1e999", "99999999999999999999999", "", "1.5"]
 LIST_CANDIDATES = [",", "1,abc", "1,nan", "1,,-1", "0,0"]
@@ -897,6 +898,8 @@ def oracle() -> dict[int, Callable[[str], bool]]:
         id(opt.BOUND): lambda s: (s.strip().lower() == "calibrated"
                                   or ((v := _as_float(s)) is not None and v > 0)),
         id(opt.COMPENSATION): _list(lambda p: p.strip().lower() in opt.COMPENSATIONS),
+        id(opt.DUPLICATE): lambda s: (s.strip().lower() == "auto"
+                                      or ((v := _as_int(s)) is not None and 1 <= v <= 10_000)),
     }
 
 
@@ -980,7 +983,9 @@ OUTPUTS: dict[str, tuple[list[str], dict[str, str], str]] = {
 }
 #: file options / arguments that are inputs (every other path option must be in OUTPUTS)
 INPUT_PATHS = {"compile": {"model"}, "report": {"mapped"}, "eval": {"mapped"},
-               "train": {"data_root", "resume", "init"}, "finetune": {"model"}}
+               "train": {"data_root", "resume", "init"}, "finetune": {"model"}, "explore": {"model"}}
+#: folder options whose files the command names itself (explore --out DIR: results.jsonl, summary.*)
+OUTPUT_FOLDERS = {"explore": {"out_dir"}}
 #: output flags without a suffix rule
 ANY_SUFFIX = {"--checkpoint"}
 UNWRITABLE = [Path("/sys"), Path("/proc")]  # not writable even for root
@@ -1306,7 +1311,8 @@ def test_every_path_option_is_classified() -> None:
     for name, cmd in commands().items():
         for p in cmd.params:
             if isinstance(p.type, click.Path):
-                known = p.name in INPUT_PATHS.get(name, set()) or set(p.opts) & flags_by_cmd.get(name, set())
+                known = (p.name in INPUT_PATHS.get(name, set()) | OUTPUT_FOLDERS.get(name, set())
+                         or set(p.opts) & flags_by_cmd.get(name, set()))
                 if name == "compile" and p.name in ("json_path", "csv_path", "plot_path"):
                     known = True
                 assert known, f"{name} {p.opts}: an input or an output? add it to INPUT_PATHS or OUTPUTS"

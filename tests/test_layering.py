@@ -35,6 +35,8 @@ PACKAGES = ("compiler", "runtime", "hwtrain", "models")
 RUNTIME_CLI_LEVEL = {
     "runtime.cli": "the `acompile eval` command (also run by `acompile MODEL --eval`): a user-facing "
     "entry point that may compose packages",
+    "runtime.explore_cli": "the `acompile explore` command: compiles each target variant in memory "
+    "(compiler.pipeline) and hands it to runtime.explore",
 }
 #: runtime modules below the compiler: the compiler may import them (besides runtime.physics.*)
 COMPILER_MAY_IMPORT = {

@@ -103,6 +103,14 @@ OUT_NOISE = 0.04
 #: ADC output bound in normalized units (aihwkit StandardHWATrainingPreset out_bound).
 OUT_BOUND = 10.0
 
+# --- IR drop: wire resistance of the tile's rows and columns (runtime/physics/ir_drop.py) -------------
+#: Resistance (ohm) of one row / column wire segment between neighbouring cells: IBM aihwkit's IR-drop
+#: parameters (IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm x 5 uS), documented there as "0.35 Ohm wire
+#: resistance" from one cell to the next; aihwkit's IR drop itself is off by default, ir_drop = 0.0).
+#: The value an `r_wire` study starts from (`--r-wire`, `[tile] r_wire`); the built-in targets keep 0
+#: (off), see their TOML comments and bench/RESULTS-irdrop.md.
+AIHWKIT_R_WIRE = 0.35
+
 # --- Hardware-aware training (Joshi 2020) ----------------------------------------------------------
 #: Weight-noise std relative to max|W| per layer during training (3.8 %; ~0.94 uS of 25 uS).
 HWA_ETA_TRAIN = 0.038
@@ -156,6 +164,23 @@ COST_LATENCY_ADC_SHARE = HERMES_ADC_LSB_TIME * 2 ** HERMES_ADC_BITS / HERMES_MVM
 #: the per-output digital accumulate / affine rescale. Change these four numbers (they must sum to 1)
 #: when a measured breakdown is available; the full-tile reference figures stay exact either way.
 COST_ENERGY_SHARE = {"array": 0.20, "dac": 0.15, "adc": 0.50, "digital": 0.15}
+
+# --- Chip-level figures: peak throughput / efficiency, read modes, data movement (compiler/placement.py) --
+#: HERMES published chip figures (Le Gallo et al., Nature Electronics 6:680, 2023), 8-bit MVMs, all 64 cores
+#: busy with full 256x256 MVMs: 1-phase read 63.1 TOPS at 9.76 TOPS/W, 4-phase read 16.1 TOPS at 2.48 TOPS/W.
+HERMES_PUBLISHED = {1: {"tops": 63.1, "tops_per_w": 9.76}, 4: {"tops": 16.1, "tops_per_w": 2.48}}
+#: Read phases per MVM of the two HERMES read modes (Le Gallo 2023: one-phase, four-phase).
+#: ASSUMPTION: a four-phase MVM is four one-phase reads, so it takes 4x the time and 4x the energy of one
+#: (no fixed per-MVM overhead shared between the phases); compiler/placement.py states the error this gives.
+READ_PHASES = (1, 4)
+#: Stated tolerance of the HERMES calibration (relative): the model's peak TOPS and TOPS/W in 1-phase mode
+#: must reproduce HERMES_PUBLISHED[1] within it (tests/test_placement.py). ASSUMPTION (our choice): 0.5 %.
+HERMES_CALIBRATION_TOLERANCE = 0.005
+#: Energy of moving one activation byte between cores (pJ per byte): Horowitz, "Computing's energy problem",
+#: ISSCC 2014 (45 nm): a 64-bit access of an 8 KB SRAM costs 10 pJ -> 1.25 pJ per byte.
+#: ASSUMPTION: one such buffer access per byte moved covers the link between cores (no wire-length term, no
+#: separate inter-chip cost); transfer TIME is assumed hidden behind the MVMs of the next stage.
+MOVEMENT_PJ_PER_BYTE = 10.0 / 8
 
 
 # =====================================================================================================
