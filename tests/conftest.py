@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background (`bash .ci/run &` from a script) inherits SIGINT ignored; the tests
+# that send SIGINT to this process expect Python's usual KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

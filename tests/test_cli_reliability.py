@@ -339,7 +339,14 @@ EVAL_SET = ("r.json", "r.csv", "r.png")
 def _spawn(args: list[str], pause: float) -> subprocess.Popen:
     env = {**os.environ, PAUSE_ENV: str(pause), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "compiler.cli", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """A child that handles Ctrl-C as a user's shell gives it: a test run started in the background
+    (`cmd &` in a script) inherits SIGINT ignored, and Python keeps an inherited SIG_IGN."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _hashes(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
