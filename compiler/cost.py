@@ -3,8 +3,10 @@
 The target gives the energy and latency of ONE FULL MVM of its reference tile (``[cost]``:
 ``energy_per_mvm_pj``, ``latency_per_mvm_ns`` at ``ref_rows`` x ``ref_cols``, ``ref_dac_bits`` /
 ``ref_adc_bits``; HERMES' 256x256 core at 8/8 bits for the built-ins). The model splits that energy into
-four terms (shares: ``runtime.physics.constants.COST_ENERGY_SHARE``) and scales each with what a matrix
-block of ``r`` rows x ``c`` columns actually uses, at the target's converter bits ``b_dac``, ``b_adc``::
+four terms (shares: the target's ``[cost]`` ``share_array``, ``share_dac``, ``share_adc``,
+``share_digital``, summing to 1; built-in default ``runtime.physics.constants.COST_ENERGY_SHARE``) and
+scales each with what a matrix block of ``r`` rows x ``c`` columns actually uses, at the target's converter
+bits ``b_dac``, ``b_adc``::
 
     w_in(b)  = 2^(b - 1) / 2^(ref_dac_bits - 1)       PWM input window (sign + magnitude), HERMES
     w_adc(b) = 2^b / 2^ref_adc_bits                   ADC conversion (CCO count / Walden FOM), ~ 2^bits
@@ -20,7 +22,11 @@ block of ``r`` rows x ``c`` columns actually uses, at the target's converter bit
 so a full reference-tile MVM at the reference bits costs exactly ``E_ref``. Latency of one MVM (every row
 driven at once, one ADC per column, so it does not depend on r or c)::
 
-    t_mvm = (1 - a) t_ref * w_in(b_dac) + a t_ref * w_adc(b_adc),   a = COST_LATENCY_ADC_SHARE
+    t_mvm = (1 - a) t_ref * w_in(b_dac) + a t_ref * w_adc(b_adc),   a = [cost].adc_time_share
+
+(default ``COST_LATENCY_ADC_SHARE``). The data-movement energy per byte of compiler/placement.py is the
+target's ``[cost].movement_pj_per_byte`` (default ``MOVEMENT_PJ_PER_BYTE``), carried here too. A target
+stored in a model mapped by an older acompile lacks these keys: the constants stand in for them.
 
 Per inference (batch 1): energy = sum over analog layers of mvms_per_inference x sum over the layer's
 blocks of E_block; latency = sum over analog layers of mvms_per_inference x t_mvm (a layer's blocks run
@@ -35,20 +41,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.errors import AcompileError
 from runtime.physics import constants as phys
 
 TERMS = ("array", "dac", "adc", "digital")
+#: the [cost] key of each term's energy share
+SHARE_KEYS = {t: f"share_{t}" for t in TERMS}
 
 ASSUMPTIONS = (
     "Energy of one tile MVM = array (cells driven: rows x cols used, over the PWM input window) + DAC "
     "(one PWM row driver per row used) + ADC (one conversion per column used, energy ~ 2^adc_bits) + "
     "digital (accumulate/rescale per output column); unused rows and columns of a tile cost nothing "
     "(their drivers and ADCs idle). Calibrated so that a full {R}x{C} MVM at {bd}-bit DAC / {ba}-bit ADC "
-    "costs the target's {E} pJ and {T} ns; the split of that energy ({shares}) is an assumption, not a "
-    "measured breakdown. Latency of one MVM = PWM integration (2^(dac_bits-1) steps) + ADC conversion "
-    "(~2^adc_bits), independent of the rows and columns used (all rows driven at once, one ADC per "
-    "column, as HERMES). Batch 1, layer by layer: a layer's blocks run in parallel on their tiles (with "
-    "--pack too: an optimistic bound), its output positions and the layers run sequentially; digital "
+    "costs the target's {E} pJ and {T} ns; the split of that energy ({shares}; the target's [cost] "
+    "share_* keys, the built-ins' an assumption, not a measured breakdown). Latency of one MVM = PWM "
+    "integration (2^(dac_bits-1) steps) + ADC conversion (~2^adc_bits; the ADC's share of the reference "
+    "time is [cost].adc_time_share = {a:.4g}), independent of the rows and columns used (all rows driven "
+    "at once, one ADC per column, as HERMES). Batch 1, layer by layer: a layer's blocks run in parallel "
+    "on their tiles (with --pack too: an optimistic bound), its output positions and the layers run "
+    "sequentially; digital "
     "ops between layers (BN, activations, pooling) and data movement are not costed. Converter bits 0 "
     "(ideal) are costed at the reference bits.")
 
@@ -56,6 +67,21 @@ ASSUMPTIONS = (
 def _ref(cost: dict[str, Any], key: str, default: int) -> int:
     """A reference key of [cost]; a target stored by an older acompile lacks them: the built-ins' values."""
     return int(cost.get(key, default))
+
+
+def shares_of(cost: dict[str, Any]) -> dict[str, float]:
+    """The energy share of each term from a [cost] table (a key it lacks: the COST_ENERGY_SHARE default)."""
+    return {t: float(cost.get(SHARE_KEYS[t], phys.COST_ENERGY_SHARE[t])) for t in TERMS}
+
+
+def shares_error(shares: dict[str, float]) -> str | None:
+    """None when the four shares sum to 1 (a full reference MVM then costs exactly the target's figure),
+    else a one-line reason naming the keys."""
+    total = sum(shares[t] for t in TERMS)
+    if abs(total - 1.0) <= 1e-9:
+        return None
+    terms = " + ".join(f"{SHARE_KEYS[t]} ({shares[t]:g})" for t in TERMS)
+    return f"[cost] {terms} must sum to 1, got {total:.6g}"
 
 
 @dataclass(frozen=True)
@@ -70,18 +96,33 @@ class CostModel:
     ref_adc_bits: int
     dac_bits: int  # as costed (0 in the target -> the reference bits)
     adc_bits: int
+    share: tuple[tuple[str, float], ...] = tuple(phys.COST_ENERGY_SHARE.items())  # (term, share) per TERMS
+    adc_time_share: float = phys.COST_LATENCY_ADC_SHARE
+    movement_pj_per_byte: float = phys.MOVEMENT_PJ_PER_BYTE
 
     @classmethod
     def from_target(cls, target: dict[str, Any]) -> CostModel:
         cost, per = target["cost"], target["periphery"]
         ref_dac = _ref(cost, "ref_dac_bits", phys.COST_REF_DAC_BITS)
         ref_adc = _ref(cost, "ref_adc_bits", phys.COST_REF_ADC_BITS)
+        shares = shares_of(cost)
+        bad = shares_error(shares)
+        if bad is not None:
+            raise AcompileError(f"target {target.get('name', '?')!r}: {bad}")
         return cls(energy_ref_pj=float(cost["energy_per_mvm_pj"]),
                    latency_ref_ns=float(cost["latency_per_mvm_ns"]),
                    ref_rows=_ref(cost, "ref_rows", phys.COST_REF_ROWS),
                    ref_cols=_ref(cost, "ref_cols", phys.COST_REF_COLS),
                    ref_dac_bits=ref_dac, ref_adc_bits=ref_adc,
-                   dac_bits=int(per["dac_bits"]) or ref_dac, adc_bits=int(per["adc_bits"]) or ref_adc)
+                   dac_bits=int(per["dac_bits"]) or ref_dac, adc_bits=int(per["adc_bits"]) or ref_adc,
+                   share=tuple(shares.items()),
+                   adc_time_share=float(cost.get("adc_time_share", phys.COST_LATENCY_ADC_SHARE)),
+                   movement_pj_per_byte=float(cost.get("movement_pj_per_byte", phys.MOVEMENT_PJ_PER_BYTE)))
+
+    @property
+    def energy_share(self) -> dict[str, float]:
+        """Share of the reference full-tile MVM energy in each term (the target's [cost] share_*)."""
+        return dict(self.share)
 
     # ---- bit scalings -------------------------------------------------------------------------------
     @property
@@ -98,7 +139,7 @@ class CostModel:
     def coefficients_pj(self) -> dict[str, float]:
         """Energy per cell driven, per DAC conversion, per ADC conversion, per output (digital), pJ, at
         the costed bits."""
-        s, E = phys.COST_ENERGY_SHARE, self.energy_ref_pj
+        s, E = self.energy_share, self.energy_ref_pj
         return {"cell": s["array"] * E / (self.ref_rows * self.ref_cols) * self.input_window,
                 "dac_conversion": s["dac"] * E / self.ref_rows * self.input_window,
                 "adc_conversion": s["adc"] * E / self.ref_cols * self.adc_scale,
@@ -118,7 +159,7 @@ class CostModel:
     # ---- latency ------------------------------------------------------------------------------------
     def mvm_latency_ns(self) -> dict[str, float]:
         """Time of one tile MVM: PWM integration + ADC conversion (+ their sum as ``mvm``), ns."""
-        a = phys.COST_LATENCY_ADC_SHARE
+        a = self.adc_time_share
         integration = (1.0 - a) * self.latency_ref_ns * self.input_window
         conversion = a * self.latency_ref_ns * self.adc_scale
         return {"integration": integration, "adc_conversion": conversion, "mvm": integration + conversion}
@@ -127,14 +168,15 @@ class CostModel:
     def describe(self, rows: int, cols: int) -> dict[str, Any]:
         """The report's ``cost_model`` object for tiles of ``rows`` x ``cols``."""
         full = self.block_energy_pj(rows, cols)
-        shares = ", ".join(f"{k} {100 * v:g} %" for k, v in phys.COST_ENERGY_SHARE.items())
+        shares = ", ".join(f"{k} {100 * v:g} %" for k, v in self.share)
         return {
             "energy_per_mvm_pj": self.energy_ref_pj,
             "latency_per_mvm_ns": self.latency_ref_ns,
             "reference": {"rows": self.ref_rows, "cols": self.ref_cols, "dac_bits": self.ref_dac_bits,
                           "adc_bits": self.ref_adc_bits},
             "costed_bits": {"dac": self.dac_bits, "adc": self.adc_bits},
-            "energy_share_at_reference": dict(phys.COST_ENERGY_SHARE),
+            "energy_share_at_reference": self.energy_share,
+            "adc_time_share": self.adc_time_share,
             "coefficients_pj": {k: round(v, 9) for k, v in self.coefficients_pj().items()},
             "full_tile_mvm_pj": round(sum(full.values()), 6),
             "mvm_latency_ns": {k: round(v, 6) for k, v in self.mvm_latency_ns().items()},
@@ -144,15 +186,14 @@ class CostModel:
                         "latency sum over layers of mvms_per_inference x t_mvm"),
             "assumption": ASSUMPTIONS.format(R=self.ref_rows, C=self.ref_cols, bd=self.ref_dac_bits,
                                              ba=self.ref_adc_bits, E=self.energy_ref_pj,
-                                             T=self.latency_ref_ns, shares=shares),
+                                             T=self.latency_ref_ns, shares=shares, a=self.adc_time_share),
         }
 
 
 def check_shares() -> None:
-    """The energy shares must sum to 1 (so a full reference MVM costs exactly the target's figure)."""
-    total = sum(phys.COST_ENERGY_SHARE[t] for t in TERMS)
-    if abs(total - 1.0) > 1e-9 or set(phys.COST_ENERGY_SHARE) != set(TERMS):
-        raise ValueError(f"COST_ENERGY_SHARE must have the terms {TERMS} summing to 1, got {total}")
+    """The default energy shares must sum to 1 (so a full reference MVM costs exactly the target's figure)."""
+    if set(phys.COST_ENERGY_SHARE) != set(TERMS) or shares_error(phys.COST_ENERGY_SHARE) is not None:
+        raise ValueError(f"COST_ENERGY_SHARE must have the terms {TERMS} summing to 1")
 
 
 check_shares()

@@ -20,7 +20,8 @@ Model (batch 1; every number from compiler/cost.py and runtime/physics/constants
   when the previous one has produced its whole output; finer-grained overlap is not modelled).
   **Layer-by-layer execution** (one inference at a time): latency = the same sum, throughput = 1 / it.
   Digital ops between layers and the transfer time of activations are not on the critical path
-  (assumption); the transfer energy is costed (``MOVEMENT_PJ_PER_BYTE``).
+  (assumption); the transfer energy is costed (the target's ``[cost].movement_pj_per_byte``; built-in
+  default ``MOVEMENT_PJ_PER_BYTE``).
 * **Duplication** (``--duplicate auto|N``): greedily give the layer that bounds the pipelined throughput
   the fewest more copies that shorten its stage (ceil(MVMs / copies) must drop) while they fit in the
   free cores (each copy needs as many cores as the layer has blocks) and the layer stays within N copies
@@ -32,7 +33,8 @@ Model (batch 1; every number from compiler/cost.py and runtime/physics/constants
 * **Data movement**: every block receives its rows' input activations and sends its columns' outputs
   for each MVM, at ``ceil(bits / 8)`` bytes per value (DAC bits in, ADC bits out): bytes per inference =
   sum over analog layers of mvms x sum over blocks of (rows x bytes_in + cols x bytes_out), each byte
-  costing ``MOVEMENT_PJ_PER_BYTE``. Copies split the positions, so they move no more bytes.
+  costing ``[cost].movement_pj_per_byte`` (``CostModel.movement_pj_per_byte``; default
+  ``MOVEMENT_PJ_PER_BYTE``). Copies split the positions, so they move no more bytes.
 * **Peak**: every core of one chip busy with full tile MVMs at the costed bits: ops per MVM =
   2 x rows x cols; TOPS = cores x ops / t_mvm; TOPS/W = ops / E_full. A four-phase read is four one-phase
   reads (4x time and energy; ``READ_PHASES``).
@@ -59,8 +61,9 @@ ASSUMPTIONS = (
     "sequence, copies splitting the positions); a core shared by several layers (--pack) serves them in "
     "turn. Pipelined: throughput = 1 / the busiest core's time, latency = sum of the stage times; "
     "layer-by-layer: throughput = 1 / that sum. Digital ops and activation transfer time are not on the "
-    "critical path; activation transfer energy is {pj:g} pJ per byte (every block receives its rows' "
-    "inputs and sends its columns' outputs each MVM; Horowitz ISSCC 2014 SRAM access, an assumption). "
+    "critical path; activation transfer energy is {pj:g} pJ per byte (the target's [cost]."
+    "movement_pj_per_byte; every block receives its rows' inputs and sends its columns' outputs each MVM; "
+    "the built-ins' value: Horowitz ISSCC 2014 SRAM access, an assumption). "
     "Duplication copies the bottleneck layer onto free cores only; the mapped model holds one copy.")
 
 
@@ -194,7 +197,7 @@ def plan(layers: list[dict[str, Any]], blocks: list[dict[str, Any]], n_tiles: in
         },
         "speedup_pipelined": round(base_interval / interval, 6) if interval else 1.0,
         "cores": cores,
-        "assumption": ASSUMPTIONS.format(pj=phys.MOVEMENT_PJ_PER_BYTE),
+        "assumption": ASSUMPTIONS.format(pj=cost.movement_pj_per_byte),
     }
 
 
@@ -206,9 +209,10 @@ def movement(layers: list[dict[str, Any]], blocks: list[dict[str, Any]], cost: C
         r, c = b["row_end"] - b["row_start"], b["col_end"] - b["col_start"]
         per_mvm[b["layer"]] = per_mvm.get(b["layer"], 0) + r * b_in + c * b_out
     total = sum(int(ly["mvms_per_inference"]) * per_mvm.get(ly["name"], 0) for ly in layers if ly["analog"])
-    return {"bytes_per_inference": total, "pj_per_byte": phys.MOVEMENT_PJ_PER_BYTE,
+    pj = cost.movement_pj_per_byte
+    return {"bytes_per_inference": total, "pj_per_byte": pj,
             "bytes_per_value": {"input": b_in, "output": b_out},
-            "energy_uj": round(total * phys.MOVEMENT_PJ_PER_BYTE * 1e-6, 9)}
+            "energy_uj": round(total * pj * 1e-6, 9)}
 
 
 def peak(cost: CostModel, rows: int, cols: int, cores: int) -> dict[str, Any]:

@@ -8,11 +8,13 @@ any key; every key it writes is validated, and the resolved target always has ev
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from compiler.cost import shares_error, shares_of
 from runtime.errors import AcompileError
 from runtime.physics.devices import DeviceError, device_class
 from runtime.physics.devices.base import MAX_BITS, bits, nonneg_float, one_of, pos_float, pos_int, string
@@ -50,6 +52,12 @@ def _ref_bits(v: Any) -> str | None:
     return None if ok else f"an integer in 2..{MAX_BITS}"
 
 
+def _fraction(v: Any) -> str | None:
+    """A share of the reference MVM's energy or time: a number in 0..1."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+    return None if ok else "a number in 0..1"
+
+
 # section -> key -> validator (returns None when fine, else what the value must be)
 SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "": {"name": string, "description": string},
@@ -61,10 +69,14 @@ SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "mapping": {"analog_ops": _analog_ops, "weight_scale": one_of("layer", "column"),
                 "first_layer": one_of("analog", "digital"), "last_layer": one_of("analog", "digital"),
                 "grouped_conv": one_of("digital")},
-    # energy / latency of one full MVM of the reference tile (ref_rows x ref_cols at ref_*_bits);
-    # compiler/cost.py scales them to the rows, columns and converter bits each block uses
+    # energy / latency of one full MVM of the reference tile (ref_rows x ref_cols at ref_*_bits), the
+    # split of that energy into the array / DAC / ADC / digital terms (share_*, summing to 1: a cross-key
+    # check, _check_cost), the ADC's share of that time, and the energy per activation byte moved between
+    # cores; compiler/cost.py scales them to the rows, columns and converter bits each block uses
     "cost": {"energy_per_mvm_pj": nonneg_float, "latency_per_mvm_ns": nonneg_float,
-             "ref_rows": pos_int, "ref_cols": pos_int, "ref_dac_bits": _ref_bits, "ref_adc_bits": _ref_bits},
+             "ref_rows": pos_int, "ref_cols": pos_int, "ref_dac_bits": _ref_bits, "ref_adc_bits": _ref_bits,
+             "share_array": _fraction, "share_dac": _fraction, "share_adc": _fraction,
+             "share_digital": _fraction, "adc_time_share": _fraction, "movement_pj_per_byte": nonneg_float},
 }
 
 
@@ -118,6 +130,14 @@ def _validate(data: dict[str, Any], label: str, partial: bool, base_model: str |
                     raise AcompileError(f"target {label}: missing key {where}")
         if "model" not in data.get("device", {}):
             raise AcompileError(f"target {label}: missing key [device].model")
+        _check_cost(data["cost"], label)
+
+
+def _check_cost(cost: dict[str, Any], label: str) -> None:
+    """Cross-key checks of a complete [cost] table: the four energy shares sum to 1."""
+    bad = shares_error(shares_of(cost))
+    if bad is not None:
+        raise AcompileError(f"target {label}: {bad} (a user target changing one share must set all four)")
 
 
 def _device_section(section: dict[str, Any], label: str, base_model: str | None) -> dict[str, Any]:
@@ -226,7 +246,7 @@ UNITS: dict[str, dict[str, str]] = {
     "periphery": {"dac_bits": "bits", "adc_bits": "bits", "input_range": "input units",
                   "out_bound": "normalized units", "out_noise": "normalized units (std)"},
     "cost": {"energy_per_mvm_pj": "pJ", "latency_per_mvm_ns": "ns", "ref_rows": "cells", "ref_cols": "cells",
-             "ref_dac_bits": "bits", "ref_adc_bits": "bits"},
+             "ref_dac_bits": "bits", "ref_adc_bits": "bits", "movement_pj_per_byte": "pJ/byte"},
 }
 _UNIT = re.compile(r"^([A-Za-z\u00b5%/]{1,4}),\s")
 

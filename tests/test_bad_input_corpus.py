@@ -774,6 +774,8 @@ def toml_cases() -> list[Case]:
     add("device-hermes-g_max-above-fit", 'base = "hermes"\n[device]\nnum_devices = 1\ng_max = 20.0\n',
         "g_max")
     add("device-model-unknown", '[device]\nmodel = "flash"\n', "[device].model")
+    add("cost-shares-not-summing-to-1", "[cost]\nshare_adc = 0.6\n", "must sum to 1")
+    add("cost-shares-summing-below-1", "[cost]\nshare_array = 0.0\n", "share_array")
     add("device-model-a-number", "[device]\nmodel = 3\n", "[device].model")
     add("device-model-a-list", '[device]\nmodel = ["pcm"]\n', "[device].model")
     # unknown keys in every section, sections that are not tables, unknown sections

@@ -40,8 +40,10 @@ SIZES = (128, 256, 512)
 
 
 def _coeffs(target: dict) -> dict[str, float]:
-    """Per-cell, per-DAC and per-output (ADC + digital) energy at the reference bits, from constants."""
-    s, E = phys.COST_ENERGY_SHARE, target["cost"]["energy_per_mvm_pj"]
+    """Per-cell, per-DAC and per-output (ADC + digital) energy at the reference bits, from the target's
+    [cost] shares (the built-ins': constants.COST_ENERGY_SHARE, checked below)."""
+    s = {t: target["cost"][f"share_{t}"] for t in TERMS}
+    E = target["cost"]["energy_per_mvm_pj"]
     R, C = phys.COST_REF_ROWS, phys.COST_REF_COLS
     return {"a": s["array"] * E / (R * C), "d": s["dac"] * E / R, "o": (s["adc"] + s["digital"]) * E / C}
 
@@ -278,6 +280,7 @@ def test_report_states_the_cost_model(reports):
     assert cm["energy_per_mvm_pj"] == 12483.0 and cm["latency_per_mvm_ns"] == 130.0  # backwards-compatible
     assert cm["reference"] == {"rows": 256, "cols": 256, "dac_bits": 8, "adc_bits": 8}
     assert cm["energy_share_at_reference"] == phys.COST_ENERGY_SHARE
+    assert cm["adc_time_share"] == phys.COST_LATENCY_ADC_SHARE
     assert "assumption" in cm["assumption"] and "unused rows and columns" in cm["assumption"]
     md = to_markdown(rep)
     assert "## Cost model" in md and cm["assumption"] in md
@@ -296,6 +299,118 @@ def test_reports_written_before_the_cost_model_still_render(reports):
         ly.pop("latency_per_inference_us", None)
     assert "12483.0 pJ per tile MVM" in to_markdown(old)
     assert to_html(old) and summary_lines(old)
+
+
+# ---- the coefficients are [cost] keys of the target, each with its source ------------------------------
+
+NEW_KEYS = {"share_array": phys.COST_ENERGY_SHARE["array"], "share_dac": phys.COST_ENERGY_SHARE["dac"],
+            "share_adc": phys.COST_ENERGY_SHARE["adc"], "share_digital": phys.COST_ENERGY_SHARE["digital"],
+            "adc_time_share": phys.COST_LATENCY_ADC_SHARE, "movement_pj_per_byte": phys.MOVEMENT_PJ_PER_BYTE}
+
+
+@pytest.mark.parametrize("name", ["pcm", "hermes", "rram", "ideal"])
+def test_builtin_cost_keys_are_the_constants_with_their_source(name):
+    """Every built-in TOML writes each coefficient, equal to its documented default in constants.py, and
+    each line carries (or sits under) a comment naming its source (a year) or saying it is an assumption."""
+    assert {k: builtin_target(name)["cost"][k] for k in NEW_KEYS} == NEW_KEYS
+    lines = (ROOT / "compiler" / "targets" / f"{name}.toml").read_text().splitlines()
+    for key in NEW_KEYS:
+        at = next(i for i, line in enumerate(lines) if re.match(rf"^{key}\s*=", line))
+        comment = lines[at].partition("#")[2]
+        i = at - 1
+        while i >= 0 and lines[i].startswith("#"):  # the comment block right above the key
+            comment += " " + lines[i]
+            i -= 1
+        assert re.search(r"(19|20)\d\d|assumption", comment, re.IGNORECASE), (name, key, comment)
+
+
+def test_a_user_target_changing_the_shares_changes_the_energy_as_the_formula_says(tmp_path, reports):
+    """Shares 40/5/45/10 % instead of 20/15/50/15 %: each term of the energy per inference scales by its
+    share ratio (the blocks and MVM counts are the same), the total follows the closed form with the new
+    shares, the latency does not move."""
+    f = tmp_path / "shares.toml"
+    f.write_text('base = "pcm"\n[cost]\nshare_array = 0.4\nshare_dac = 0.05\nshare_adc = 0.45\n'
+                 "share_digital = 0.10\n")
+    target = load_target(str(f))
+    new = {"array": 0.4, "dac": 0.05, "adc": 0.45, "digital": 0.10}
+    rep = map_model(model_path("lenet5-mnist.onnx"), target)[1]
+    old = reports[("lenet5-mnist.onnx", 256)]
+    for t in TERMS:
+        assert rep["totals"]["energy_breakdown_uj"][t] == pytest.approx(
+            old["totals"]["energy_breakdown_uj"][t] * new[t] / phys.COST_ENERGY_SHARE[t], rel=1e-6)
+    # the closed form, written with the literal shares: mvms (a K N + d K ceil(N/C) + o N ceil(K/R))
+    E = 12483.0
+    a, d, o = 0.4 * E / 256 ** 2, 0.05 * E / 256, (0.45 + 0.10) * E / 256
+    pj = sum(ly["mvms_per_inference"] * (a * K * N + d * K * math.ceil(N / 256) + o * N * math.ceil(K / 256))
+             for ly in rep["layers"] if ly["analog"] for K, N in [ly["matrix"]])
+    assert rep["totals"]["energy_per_inference_uj"] == pytest.approx(pj * 1e-6, rel=1e-6)
+    assert rep["totals"]["energy_per_inference_uj"] != pytest.approx(old["totals"]["energy_per_inference_uj"])
+    assert rep["totals"]["latency_per_inference_us"] == old["totals"]["latency_per_inference_us"]
+    assert rep["cost_model"]["energy_share_at_reference"] == new
+    assert "array 40 %, dac 5 %, adc 45 %, digital 10 %" in rep["cost_model"]["assumption"]
+    # a full reference MVM still costs exactly the target's figure
+    full = CostModel.from_target(target).block_energy_pj(256, 256)
+    assert sum(full.values()) == pytest.approx(E, rel=1e-12)
+
+
+def test_a_user_adc_time_share_changes_the_mvm_time_as_the_formula_says(tmp_path):
+    f = tmp_path / "t.toml"
+    f.write_text('base = "pcm"\n[periphery]\nadc_bits = 9\n[cost]\nadc_time_share = 0.25\n')
+    m = CostModel.from_target(load_target(str(f)))
+    lat = m.mvm_latency_ns()  # 8-bit DAC: the reference window; 9-bit ADC: twice the conversion time
+    assert lat["integration"] == pytest.approx(0.75 * 130.0) and lat["adc_conversion"] == pytest.approx(
+        2 * 0.25 * 130.0)
+    assert lat["mvm"] == pytest.approx(130.0 * 1.25)
+
+
+@pytest.mark.parametrize("text", [
+    "[cost]\nshare_adc = 0.6\n",
+    "[cost]\nshare_array = 0.0\n",
+    "[cost]\nshare_array = 0.25\nshare_dac = 0.25\nshare_adc = 0.25\nshare_digital = 0.2\n",
+])
+def test_shares_not_summing_to_one_are_one_line_naming_the_keys(tmp_path, run_cli, text):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(AcompileError) as exc:
+        load_target(str(f))
+    msg = str(exc.value)
+    assert "\n" not in msg and "must sum to 1" in msg
+    assert all(k in msg for k in ("share_array", "share_dac", "share_adc", "share_digital")), msg
+    code, out, err = run_cli("targets", f)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("acompile: error: ") and "share_adc" in err
+
+
+@pytest.mark.parametrize("key, bad", [("share_adc", "1.5"), ("share_dac", "-0.1"), ("adc_time_share", "2"),
+                                      ("movement_pj_per_byte", "-1.0"), ("share_array", '"half"')])
+def test_cost_keys_are_validated(tmp_path, key, bad):
+    f = tmp_path / "bad.toml"
+    f.write_text(f"[cost]\n{key} = {bad}\n")
+    with pytest.raises(AcompileError, match=re.escape(f"[cost].{key} must be")):
+        load_target(str(f))
+
+
+def test_a_target_stored_without_the_new_keys_costs_as_the_defaults(reports):
+    """A model mapped by an older acompile stores a [cost] without share_* / adc_time_share /
+    movement_pj_per_byte: the constants stand in, so it costs exactly as the built-in (and its stored
+    report, which has no adc_time_share, still renders)."""
+    pcm = builtin_target("pcm")
+    old = copy.deepcopy(pcm)
+    for k in NEW_KEYS:
+        del old["cost"][k]
+    a, b = CostModel.from_target(old), CostModel.from_target(pcm)
+    assert a == b
+    assert a.describe(256, 256) == b.describe(256, 256)
+    rep = copy.deepcopy(reports[("lenet5-mnist.onnx", 256)])
+    del rep["cost_model"]["adc_time_share"]
+    assert "## Cost model" in to_markdown(rep) and to_html(rep) and summary_lines(rep)
+
+
+def test_the_cost_model_refuses_shares_not_summing_to_one_from_any_source():
+    """A target dict edited in code (not through a TOML file) is checked too."""
+    t = copy.deepcopy(builtin_target("pcm"))
+    t["cost"]["share_dac"] = 0.3
+    with pytest.raises(AcompileError, match=r"share_dac \(0\.3\).*must sum to 1, got 1\.15"):
+        CostModel.from_target(t)
 
 
 def _matmul(tmp_path: Path, k: int, n: int) -> Path:

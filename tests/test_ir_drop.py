@@ -1,9 +1,10 @@
-"""IR drop (runtime/physics/ir_drop.py): the exact nodal solver against a hand-written 2x2 grid and closed
-forms, the first-order approximation's error against the exact solver, and the emulator's use of it."""
+"""IR drop (runtime/physics/ir_drop.py): the exact nodal solver against hand-written 2x2 and 3x3 grids and
+closed forms, the first-order approximation's error against the exact solver, and the emulator's use of it."""
 
 from __future__ import annotations
 
 import copy
+import re as regex
 
 import numpy as np
 import onnx
@@ -82,6 +83,89 @@ def test_exact_solver_matches_the_hand_written_2x2_grid():
     u1 = u0 / (1 + r * h1)
     np.testing.assert_allclose(solve_exact(row, r)[0].numpy(), np.array([h0 * u0, h1 * u1]) / US,
                                rtol=1e-10)
+
+
+#: Kirchhoff's current law at the 18 nodes of a 3x3 grid (w = 1/r, the wire conductance of one segment;
+#: Gij the cell conductance; V0..V2 the row drivers at the left end; "0" the ADCs' virtual ground below
+#: row 2). Each term k(A - B) is the current from node A to node B through conductance k.
+KCL_3X3 = (
+    "U00: w(U00 - V0) + w(U00 - U01) + G00(U00 - D00) = 0",
+    "U01: w(U01 - U00) + w(U01 - U02) + G01(U01 - D01) = 0",
+    "U02: w(U02 - U01) + G02(U02 - D02) = 0",
+    "U10: w(U10 - V1) + w(U10 - U11) + G10(U10 - D10) = 0",
+    "U11: w(U11 - U10) + w(U11 - U12) + G11(U11 - D11) = 0",
+    "U12: w(U12 - U11) + G12(U12 - D12) = 0",
+    "U20: w(U20 - V2) + w(U20 - U21) + G20(U20 - D20) = 0",
+    "U21: w(U21 - U20) + w(U21 - U22) + G21(U21 - D21) = 0",
+    "U22: w(U22 - U21) + G22(U22 - D22) = 0",
+    "D00: G00(D00 - U00) + w(D00 - D10) = 0",
+    "D01: G01(D01 - U01) + w(D01 - D11) = 0",
+    "D02: G02(D02 - U02) + w(D02 - D12) = 0",
+    "D10: G10(D10 - U10) + w(D10 - D00) + w(D10 - D20) = 0",
+    "D11: G11(D11 - U11) + w(D11 - D01) + w(D11 - D21) = 0",
+    "D12: G12(D12 - U12) + w(D12 - D02) + w(D12 - D22) = 0",
+    "D20: G20(D20 - U20) + w(D20 - D10) + w(D20 - 0) = 0",
+    "D21: G21(D21 - U21) + w(D21 - D11) + w(D21 - 0) = 0",
+    "D22: G22(D22 - U22) + w(D22 - D12) + w(D22 - 0) = 0",
+)
+#: the ADC of column j reads the current of the last column segment: I_j = w (D2j - 0)
+ADC_3X3 = ("w(D20 - 0)", "w(D21 - 0)", "w(D22 - 0)")
+_TERM = regex.compile(r"(\w+)\((\w+) - (\w+)\)")
+
+
+def _hand_3x3(g: np.ndarray, r: float, v: np.ndarray, wire_factor: float = 1.0) -> np.ndarray:
+    """Column currents (uA, i.e. V x uS) of the 3x3 grid for inputs v [B, 3] (V), from KCL_3X3 alone:
+    the 18 x 18 conductance matrix is filled entry by entry from the written terms (k(A - B) adds k at
+    (A, A) and -k at (A, B), or k B to the right-hand side when B is a driver or ground), then solved with
+    numpy. `wire_factor` scales w (to show that a wrong wire conductance is caught)."""
+    coef = {"w": wire_factor / r, **{f"G{i}{j}": g[i, j] * US for i in range(3) for j in range(3)}}
+    nodes = [eq.split(":")[0] for eq in KCL_3X3]
+    assert len(nodes) == 18 and len(set(nodes)) == 18
+    at = {name: k for k, name in enumerate(nodes)}
+    a = np.zeros((18, 18))
+    b = np.zeros((18, len(v)))
+    for eq in KCL_3X3:
+        node, rest = eq.split(":")
+        lhs, rhs = rest.split("=")
+        assert rhs.strip() == "0"
+        terms = _TERM.findall(lhs)
+        assert len(terms) == lhs.count("(") >= 2, eq  # every term parsed
+        for k, x, y in terms:
+            assert x == node, eq  # KCL at `node`: every current leaves it
+            a[at[node], at[node]] += coef[k]
+            if y in at:
+                a[at[node], at[y]] -= coef[k]
+            elif y != "0":  # a driver V_i: known, to the right-hand side
+                b[at[node]] += coef[k] * v[:, int(y[1:])]
+    x = np.linalg.solve(a, b)  # [18, B]
+    out = []
+    for term in ADC_3X3:
+        (k, node, ground), = _TERM.findall(term)
+        assert ground == "0"
+        out.append(coef[k] * x[at[node]])
+    return np.stack(out, axis=1) / US  # [B, 3]
+
+
+def test_exact_solver_matches_the_hand_written_3x3_grid():
+    """The 18 node equations of a 3x3 grid, written out in KCL_3X3 (not built by the module), solved with
+    numpy, against solve_exact to 1e-10: the column currents for random inputs and the whole effective
+    conductance matrix (inputs = the unit vectors). A solver whose wire conductance were off by a factor
+    (even 1 + 1e-6) would fail: the hand solution moves by far more than the tolerance."""
+    g = np.array([[20.0, 5.0, 13.0], [12.0, 25.0, 0.5], [7.0, 18.0, 22.0]])  # uS
+    r = 2000.0  # ohm: drop of several %, far above round-off
+    v = np.array([[0.3, -0.2, 0.1], [1.0, 1.0, 1.0], [-0.4, 0.0, 0.25]])
+    hand = _hand_3x3(g, r, v)
+    got = solve_exact(torch.from_numpy(g), r, v=torch.from_numpy(v))
+    np.testing.assert_allclose(got.numpy(), hand, rtol=1e-10, atol=0)
+    g_eff = _hand_3x3(g, r, np.eye(3))
+    np.testing.assert_allclose(solve_exact(torch.from_numpy(g), r).numpy(), g_eff, rtol=1e-10, atol=0)
+    # the drop is visible: every effective conductance below its cell's, by up to ~20 %
+    drop = 1 - g_eff / g
+    assert drop.min() > 0 and drop.max() > 0.1
+    # the comparison sees a wrong wire conductance: w off by 1e-6 moves the currents by > 1e-8 relative
+    for factor in (1 + 1e-6, 2.0):
+        off = _hand_3x3(g, r, v, wire_factor=factor)
+        assert np.abs(off / hand - 1).max() > 100 * 1e-10, factor
 
 
 def test_no_wire_resistance_is_the_ideal_crossbar():

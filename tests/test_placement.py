@@ -224,6 +224,25 @@ def test_report_energy_breakdown_with_movement(resnet):
     assert pf["vs_published_hermes"]["1-phase"]["tops"]["published"] == 63.1
 
 
+def test_a_user_movement_energy_per_byte_scales_the_movement_term(resnet, tmp_path):
+    """[cost].movement_pj_per_byte of a user target: the same bytes, each at the new figure; the MVM terms,
+    the peak figures and the HERMES calibration do not move."""
+    f = tmp_path / "mv.toml"
+    f.write_text('base = "hermes"\n[cost]\nmovement_pj_per_byte = 4.0\n')
+    target = load_target(str(f))
+    rep = map_model(model_path(RESNET), target)[1]
+    mv, mv0 = rep["performance"]["movement"], resnet["performance"]["movement"]
+    assert mv["bytes_per_inference"] == mv0["bytes_per_inference"] and mv["pj_per_byte"] == 4.0
+    assert mv["energy_uj"] == pytest.approx(mv0["bytes_per_inference"] * 4.0e-6, rel=1e-9)
+    assert mv["energy_uj"] == pytest.approx(mv0["energy_uj"] * 4.0 / phys.MOVEMENT_PJ_PER_BYTE, rel=1e-9)
+    br, br0 = rep["performance"]["energy_breakdown_uj"], resnet["performance"]["energy_breakdown_uj"]
+    assert {k: br[k] for k in ("crossbar", "adc_dac", "digital")} == {k: br0[k] for k in
+                                                                       ("crossbar", "adc_dac", "digital")}
+    assert rep["performance"]["peak"] == resnet["performance"]["peak"]
+    assert "4 pJ per byte" in rep["placement"]["assumption"]
+    assert "at 4 pJ/byte" in to_markdown(rep)
+
+
 # ---- report, picture, CLI -------------------------------------------------------------------------------
 
 def test_report_renders_placement(resnet):

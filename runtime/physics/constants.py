@@ -156,6 +156,7 @@ COST_REF_ADC_BITS = HERMES_ADC_BITS
 #: (= 0.578; both numbers quoted above). The rest (0.422) is the PWM integration window.
 #: ASSUMPTION: integration and conversion run one after the other and together make the whole MVM time
 #: (no overlap, nothing else on the critical path); digital post-processing is pipelined (not costed).
+#: The targets' [cost].adc_time_share (the built-in TOMLs write this value; it stands in where missing).
 COST_LATENCY_ADC_SHARE = HERMES_ADC_LSB_TIME * 2 ** HERMES_ADC_BITS / HERMES_MVM_TIME
 #: Share of the reference full-tile MVM ENERGY in each term, at the reference point.
 #: ASSUMPTION: no published per-block breakdown of the HERMES core's energy is used here (none was at
@@ -163,6 +164,8 @@ COST_LATENCY_ADC_SHARE = HERMES_ADC_LSB_TIME * 2 ** HERMES_ADC_BITS / HERMES_MVM
 #: (Nag et al. 2018), the rest split between the array (cell currents), the row drivers (PWM DACs) and
 #: the per-output digital accumulate / affine rescale. Change these four numbers (they must sum to 1)
 #: when a measured breakdown is available; the full-tile reference figures stay exact either way.
+#: The targets' [cost].share_array / share_dac / share_adc / share_digital (the built-in TOMLs write these
+#: values; a user target may set its own four, summing to 1; they stand in where a stored target lacks them).
 COST_ENERGY_SHARE = {"array": 0.20, "dac": 0.15, "adc": 0.50, "digital": 0.15}
 
 # --- Chip-level figures: peak throughput / efficiency, read modes, data movement (compiler/placement.py) --
@@ -180,6 +183,7 @@ HERMES_CALIBRATION_TOLERANCE = 0.005
 #: ISSCC 2014 (45 nm): a 64-bit access of an 8 KB SRAM costs 10 pJ -> 1.25 pJ per byte.
 #: ASSUMPTION: one such buffer access per byte moved covers the link between cores (no wire-length term, no
 #: separate inter-chip cost); transfer TIME is assumed hidden behind the MVMs of the next stage.
+#: The targets' [cost].movement_pj_per_byte (the built-in TOMLs write this value; it stands in where missing).
 MOVEMENT_PJ_PER_BYTE = 10.0 / 8
 
 
