@@ -200,7 +200,7 @@ def explore(variants: list[Variant], compile_variant: Callable[[Variant], Any], 
                                    {"seconds": round(res["seconds"], 3), "pid": res["pid"]})
                     bar.update(1)
     if failures:
-        raise AcompileError(f"{len(failures)} unit(s) failed after retries (the others are in "
+        raise AcompileError(f"{len(failures)} unit(s) failed on Ray (the others are in "
                             f"{paths['results']}; --resume runs the rest): {failures[0]}")
     summary = summarize(variants, results, cfg, config, baseline)
     summary["units"] = {"total": len(variants) * len(chips), "run": n_todo, "skipped": skipped,

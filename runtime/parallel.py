@@ -10,14 +10,21 @@ the same there as in the serial loop and gives the same numbers (a chip's noise 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from runtime.errors import AcompileError
 
-#: attempts after the first of a task that fails (a worker that dies, an exception in the task)
+#: attempts after the first of a task whose worker dies (a system failure: the process killed, the
+#: node lost). An exception raised by the task itself (bad input, a bug) is not retried: it would fail
+#: the same way again, so it is reported at once.
 MAX_RETRIES = 2
+#: Test-only hook (tests/test_explore.py), off unless set: a path. The first unit that finds no file there
+#: creates it and kills its own worker process (SIGKILL), so the test sees Ray retry a unit whose worker
+#: really died. The driver passes it on to the tasks (runtime_env) only where its own environment has it.
+KILL_ONCE_ENV = "ACOMPILE_TEST_KILL_ONCE"
 #: emulators kept per worker process (a task of another variant evicts the oldest)
 _KEEP = 4
 _SESSIONS: dict[Any, Any] = {}
@@ -86,11 +93,15 @@ class RayPool:
     def run(self, tasks: list[tuple[Any, tuple]], retries: int = MAX_RETRIES
             ) -> Iterator[tuple[Any, Any, BaseException | None]]:
         """Run `run_unit(*args)` for each (key, args); yield (key, result, None) as each finishes, or
-        (key, None, error) for a task that still failed after `retries` more attempts."""
+        (key, None, error) for a task that raised, or whose worker still died after `retries` more
+        attempts."""
         ray = self.ray
         if self._fn is None:
             self._fn = ray.remote(num_cpus=1)(run_unit)
-        fn = self._fn.options(max_retries=retries, retry_exceptions=True)
+        opts: dict[str, Any] = {"max_retries": retries, "retry_exceptions": False}
+        if os.environ.get(KILL_ONCE_ENV):
+            opts["runtime_env"] = {"env_vars": {KILL_ONCE_ENV: os.environ[KILL_ONCE_ENV]}}
+        fn = self._fn.options(**opts)
         pending = {fn.remote(*args): key for key, args in tasks}
         try:
             while pending:
@@ -118,6 +129,7 @@ def run_unit(key: Any, model_bytes: bytes, data: tuple, cfg: Any, chip: int) -> 
     from runtime.evaluate import open_session, run_chip
 
     t0 = time.perf_counter()
+    _test_kill_once()
     session = _SESSIONS.get(key)
     if session is None:
         while len(_SESSIONS) >= _KEEP:
@@ -129,6 +141,18 @@ def run_unit(key: Any, model_bytes: bytes, data: tuple, cfg: Any, chip: int) -> 
         _SESSIONS[key] = session
     acc = run_chip(session, chip)
     return {"accuracies": acc, "pid": os.getpid(), "seconds": time.perf_counter() - t0}
+
+
+def _test_kill_once() -> None:
+    """KILL_ONCE_ENV (tests only): the first unit to create the marker file dies with its worker."""
+    marker = os.environ.get(KILL_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def ray_chip_runner(workers: int | None, address: str | None, retries: int = MAX_RETRIES):
@@ -144,7 +168,7 @@ def ray_chip_runner(workers: int | None, address: str | None, retries: int = MAX
             for chip, res, err in pool.run([(c, (key, model_ref, data_ref, session.cfg, c)) for c in chips],
                                            retries):
                 if err is not None:
-                    raise AcompileError(f"chip {chip} failed on Ray after {retries} retries: "
+                    raise AcompileError(f"chip {chip} failed on Ray: "
                                         f"{' '.join(str(err).split())[:300]}")
                 out[chip] = res["accuracies"]
         return [out[c] for c in chips]

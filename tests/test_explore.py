@@ -167,14 +167,50 @@ def test_ray_equals_serial_bit_for_bit(serial, ray_local, tmp_path):
     assert a["results"] == b["results"] == serial[0]["variants"][1]["results"]
 
 
-def test_a_failing_task_is_retried_then_reported(ray_local):
+def test_a_failing_task_is_reported_not_retried(ray_local, tmp_path):
+    """An exception in the task (bad input) fails the same way again: reported at once, run once."""
     from runtime.evaluate import EvalConfig
-    from runtime.parallel import RayPool
+    from runtime.parallel import RayPool, run_unit
 
     with RayPool(2) as pool:  # the running instance
         ref = pool.put(b"not an onnx model")
-        (key, res, err), = list(pool.run([("u", (("bad",), ref, (), EvalConfig(), 0))], retries=1))
-    assert key == "u" and res is None and err is not None
+        (key, res, err), = list(pool.run([("u", (("bad",), ref, (), EvalConfig(), 0))], retries=2))
+        assert key == "u" and res is None and isinstance(err, ray_local.exceptions.RayTaskError)
+        # the same policy, counted: a task that raises runs once, although 2 retries are allowed
+        log = tmp_path / "attempts"
+
+        def counting(*args):
+            with open(log, "a") as f:
+                f.write("x")
+            return run_unit(*args)
+
+        pool._fn = ray_local.remote(num_cpus=1)(counting)
+        (_, res, err), = list(pool.run([("u", (("bad2",), ref, (), EvalConfig(), 0))], retries=2))
+    assert res is None and err is not None and log.read_text() == "x"
+
+
+def test_a_killed_worker_is_retried(serial, ray_local, tmp_path, monkeypatch):
+    """A Ray worker process SIGKILLed in the middle of a unit (the test hook ACOMPILE_TEST_KILL_ONCE): Ray
+    runs the unit again in a new worker and the run gives the serial numbers, value for value."""
+    from runtime.explore_cli import run_explore
+    from runtime.parallel import KILL_ONCE_ENV
+
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
+    summary = run_explore(Path(LENET), out_dir=tmp_path / "ray", workers=2, **KW)
+    assert marker.exists()  # a worker did die in a unit
+    assert summary["variants"] == serial[0]["variants"]
+    units = [(r["variant"], r["chip"]) for r in _units(tmp_path / "ray" / "results.jsonl")]
+    assert len(units) == 16 and len(set(units)) == 4  # every unit once, the killed one included
+    # the control: without retries the same death is reported as a dead worker
+    from runtime.evaluate import EvalConfig
+    from runtime.parallel import RayPool
+
+    marker.unlink()
+    with RayPool(2) as pool:
+        ref = pool.put(b"never read: the worker dies first")
+        (_, res, err), = list(pool.run([("u", (("k",), ref, (), EvalConfig(), 0))], retries=0))
+    assert res is None and isinstance(err, ray_local.exceptions.WorkerCrashedError) and marker.exists()
 
 
 def test_without_ray_the_flags_are_one_line_errors(monkeypatch, tmp_path, capsys):
