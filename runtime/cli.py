@@ -38,6 +38,10 @@ _OPTIONS = [
     click.option("--balanced", is_flag=True,
                  help="Class-balanced accuracy: the mean of per-class accuracies (classes present in the "
                       "labels), for test sets with skewed class counts such as cifar10-exact."),
+    click.option("--metric", default="accuracy", show_default=True, type=click.Choice(list(opt.METRICS)),
+                 help="accuracy (needs labels); agreement: share of top-1 equal to the digital model's; "
+                      "rel-error: relative L2 error of the outputs vs the digital model's (lower is "
+                      "better). agreement / rel-error need no labels (--data inputs.npz with just x)."),
     click.option("--calib", default=1000, show_default=True, type=opt.POS_INT,
                  help="Training images (>= 1) for bn compensation (Joshi 2020 used 2600 on CIFAR-10)."),
     click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -85,10 +89,10 @@ _OPTIONS = [
 ]
 
 EVAL_PARAMS = ("data", "times", "chips", "compensation", "seed", "compute", "batch_size", "limit", "balanced",
-               "calib", "json_path", "csv_path", "plot_path", "mean", "std", "scale", "no_prog_noise",
-               "no_drift", "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits", "out_noise",
-               "out_bound", "input_range", "r_wire", "kernels", "threads", "no_baseline", "workers",
-               "ray_address", "quiet")
+               "metric", "calib", "json_path", "csv_path", "plot_path", "mean", "std", "scale",
+               "no_prog_noise", "no_drift", "no_read_noise", "read_noise_mode", "dac_bits", "adc_bits",
+               "out_noise", "out_bound", "input_range", "r_wire", "kernels", "threads", "no_baseline",
+               "workers", "ray_address", "quiet")
 
 
 def eval_options(fn: Callable) -> Callable:
@@ -108,7 +112,8 @@ _TYPES = {"times": opt.TIMES, "chips": opt.CHIPS, "compensation": opt.COMPENSATI
           "r_wire": opt.NONNEG_FLOAT,
           "threads": opt.THREADS, "workers": opt.WORKERS}
 _DEFAULTS = {"data": "mnist", "times": "1s,1h,1d,30d,1y", "chips": 10, "seed": 0, "compute": "cpu",
-             "batch_size": 128, "calib": 1000, "read_noise_mode": "time", "kernels": "auto"}
+             "batch_size": 128, "calib": 1000, "read_noise_mode": "time", "kernels": "auto",
+             "metric": "accuracy"}
 
 
 def eval_outputs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +143,7 @@ def check_eval(mapped_path: Path, kw: dict[str, Any]) -> dict[str, Any]:
     if kw["compute"] not in ("cpu", "cuda"):
         raise AcompileError(f"--compute must be cpu or cuda, got {kw['compute']!r}")
     opt.same_length(kw.get("mean"), kw.get("std"))
+    opt.check_metric(kw["metric"], bool(kw.get("balanced")))
     from runtime.parallel import check_parallel
 
     check_parallel(kw.get("workers"), kw.get("ray_address"))
@@ -177,7 +183,7 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         seed=kw["seed"], compute=kw["compute"], batch_size=kw["batch_size"], limit=kw.get("limit"),
         calib=kw["calib"], mean=kw.get("mean"), std=kw.get("std"), scale=kw.get("scale"),
         overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"),
-        balanced=bool(kw.get("balanced")))
+        balanced=bool(kw.get("balanced")), metric=kw["metric"])
     runner = None
     if kw.get("workers") is not None or kw.get("ray_address") is not None:
         from runtime.parallel import ray_chip_runner

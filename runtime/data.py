@@ -39,19 +39,20 @@ _CIFAR10_EXACT_TEST = ("test-partial", "test-1k")  # `cifar10-exact:SUBSET` pick
 
 @dataclass
 class Dataset:
-    """Images as uint8 (N, H, W) or (N, H, W, C) and integer labels."""
+    """Images as uint8 (N, H, W) or (N, H, W, C) and integer labels; `y` None: an inputs-only .npz (just
+    `x`, for `acompile eval --metric agreement|rel-error`), whose `x` may also be float model inputs."""
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     name: str
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.x) if self.y is None else len(self.y)
 
     def subset(self, n: int | None) -> Dataset:
         if n is None or n >= len(self):
             return self
-        return Dataset(self.x[:n], self.y[:n], self.name)
+        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.name)
 
 
 @dataclass
@@ -151,14 +152,15 @@ def _not_found(what: str, expected: str, root: str | os.PathLike | None) -> Acom
                          f"{expected} in ../shared/data")
 
 
-def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None = None,
+                 unlabelled: bool = False) -> Dataset:
     """Load `mnist`, `fashion-mnist`, `cifar10`, `cifar10-exact[:test-1k|test-partial]`, `NAME:PATH` or a
-    `.npz` file (x, y)."""
+    `.npz` file (x, y). `unlabelled`: a `.npz` holding just `x` is accepted too (`y` None)."""
     if split not in ("train", "test"):
         raise AcompileError(f"split must be 'train' or 'test', got {split!r}")
     name, _, path = spec.partition(":")
     if not path and (spec.endswith(".npz") or os.sep in spec):
-        return _load_npz(Path(spec), split)
+        return _load_npz(Path(spec), split, unlabelled)
     name = name.lower()
     if name not in (*_IDX_DATASETS, "cifar10", "cifar10-exact"):
         raise AcompileError(
@@ -170,7 +172,7 @@ def load_dataset(spec: str, split: str = "test", root: str | os.PathLike | None 
     if path:
         root = path
     if root and str(root).endswith(".npz") and Path(root).is_file():  # NAME:FILE.npz, --data FILE.npz
-        return _load_npz(Path(root), split)
+        return _load_npz(Path(root), split, unlabelled)
     if name in _IDX_DATASETS:
         return _load_idx(name, split, root)
     if name == "cifar10":
@@ -186,7 +188,7 @@ def _find(relative: str, root: str | os.PathLike | None) -> Path | None:
     return None
 
 
-def _load_npz(path: Path, split: str) -> Dataset:
+def _load_npz(path: Path, split: str, unlabelled: bool = False) -> Dataset:
     if not path.exists():
         raise AcompileError(f"data file not found: {path}")
     if path.is_dir():
@@ -196,6 +198,12 @@ def _load_npz(path: Path, split: str) -> Dataset:
         with np.load(path, allow_pickle=False) as d:
             keys = set(d.files)
             xk, yk = ("x_train", "y_train") if split == "train" and "x_train" in keys else ("x", "y")
+            if unlabelled and keys == {"x"}:  # inputs only: no labels (eval --metric agreement | rel-error)
+                x = d["x"]
+                if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+                    raise AcompileError(f"{path}: 'x' must be uint8 images or float model inputs, "
+                                        f"got {x.dtype}")
+                return Dataset(x, None, path.stem)
             if xk not in keys or yk not in keys:
                 raise AcompileError(f"{path}: an image .npz needs arrays 'x' and 'y', found {sorted(keys)}")
             x, y = d[xk], d[yk]

@@ -25,7 +25,7 @@ from runtime.baseline import OrtBaseline, target_of
 from runtime.errors import AcompileError
 from runtime.executor import Executor, load_model
 from runtime.memory import keep_freed_memory
-from runtime.options import format_time, parse_times  # noqa: F401  (torch-free; re-exported)
+from runtime.options import METRICS, check_metric, format_time, parse_times  # noqa: F401  (re-exported)
 
 
 def derive_seed(*parts: int) -> int:
@@ -62,6 +62,41 @@ class EvalConfig:
     baseline: bool = True
     threads: int | None = None
     balanced: bool = False  # score = mean of per-class accuracies (classes present in the labels)
+    metric: str = "accuracy"  # accuracy | agreement | rel-error (runtime.options.METRICS)
+
+
+def metric_name(cfg: EvalConfig) -> str:
+    """The JSON `metric` field: accuracy | balanced-accuracy | agreement | rel-error."""
+    if cfg.metric == "accuracy":
+        return "balanced-accuracy" if cfg.balanced else "accuracy"
+    return cfg.metric
+
+
+class Fidelity:
+    """Accumulates one pass's outputs against the digital reference outputs, batch by batch:
+    agreement = share of samples whose top-1 (argmax over the flattened output) equals the reference's;
+    rel-error = ||y - y_ref||_2 / ||y_ref||_2 over every sample and element of the output."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.equal = 0
+        self.diff2 = 0.0
+        self.ref2 = 0.0
+
+    def add(self, out: np.ndarray, ref: np.ndarray) -> None:
+        out = np.asarray(out, np.float64).reshape(len(ref), -1)
+        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        self.n += len(ref)
+        self.equal += int((out.argmax(1) == ref.argmax(1)).sum())
+        self.diff2 += float(np.square(out - ref).sum())
+        self.ref2 += float(np.square(ref).sum())
+
+    def value(self, metric: str) -> float:
+        if metric == "agreement":
+            return self.equal / self.n if self.n else 0.0
+        if self.ref2 == 0.0:
+            return 0.0 if self.diff2 == 0.0 else float("inf")
+        return float(np.sqrt(self.diff2 / self.ref2))
 
 
 def score(pred: np.ndarray, y: np.ndarray, balanced: bool = False) -> float:
@@ -118,14 +153,18 @@ def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
     from runtime.data import load_dataset
 
+    check_metric(cfg.metric, cfg.balanced)
     prep = preprocessing_for(model, cfg.data, cfg)
-    test = load_dataset(cfg.data, "test", cfg.data_root)
+    test = load_dataset(cfg.data, "test", cfg.data_root, unlabelled=True)
     if len(test) == 0:
         raise AcompileError(f"data {cfg.data!r}: the test split has no images")
+    if test.y is None and cfg.metric == "accuracy":
+        raise AcompileError(f"data {cfg.data!r} has inputs 'x' but no labels 'y': accuracy needs labels; "
+                            "use --metric agreement or --metric rel-error")
     if cfg.limit is not None and cfg.limit < 1:
         raise AcompileError(f"--limit must be a positive integer, got {cfg.limit}")
     test = test.subset(cfg.limit)
-    x = prep.apply(test.x)
+    x = _model_inputs(prep, test.x)
     _, dims = _model_input(model)
     pairs = zip(dims[1:], x.shape[1:], strict=False)
     if len(dims) != x.ndim or any(isinstance(d, int) and d > 0 and d != s for d, s in pairs):
@@ -133,6 +172,9 @@ def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
                             f"expects {dims[1:]}")
     n_cal = max(cfg.calib, cfg.dac_calib_images)
     source = "train"
+    y = test.y if test.y is not None else np.zeros(0, np.int64)
+    if test.y is None:  # an inputs-only .npz has no train split: calibrate on its own x
+        return x, y, x[:n_cal], "the .npz's x (inputs only, no train split)", test.name
     try:
         train = load_dataset(cfg.data, "train", cfg.data_root)
         if len(train) == 0:
@@ -141,7 +183,14 @@ def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
     except AcompileError:
         source = "test (no train split found)"
         xc = x[:n_cal]
-    return x, test.y, xc, source, test.name
+    return x, y, xc, source, test.name
+
+
+def _model_inputs(prep, x: np.ndarray) -> np.ndarray:
+    """uint8 images through the preprocessing; float inputs (an inputs-only .npz) as they are."""
+    if x.dtype == np.uint8:
+        return prep.apply(x)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 class Emulator:
@@ -228,6 +277,18 @@ class Emulator:
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
         return score(pred, y, balanced)
 
+    def fidelity(self, x: np.ndarray, ref: np.ndarray, metric: str, batch_size: int,
+                 gen: torch.Generator | None = None, bar=None) -> float:
+        """`metric` (agreement | rel-error) of this chip's outputs against the digital ones `ref`."""
+        self._set_generator(gen)
+        acc = Fidelity()
+        for i in range(0, len(x), batch_size):
+            out = self.run(x[i:i + batch_size])
+            acc.add(out.detach().cpu().numpy(), ref[i:i + batch_size])
+            if bar is not None:
+                bar.update(1)
+        return acc.value(metric)
+
 
 @dataclass
 class Session:
@@ -246,6 +307,8 @@ class Session:
     xc: np.ndarray
     batch_size: int
     header: dict[str, Any]
+    #: the digital model's outputs on `x` (agreement / rel-error only; None for accuracy)
+    ref: np.ndarray | None = None
 
 
 def prepare_data(model: onnx.ModelProto, cfg: EvalConfig
@@ -293,20 +356,33 @@ def open_session(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress
     header: dict[str, Any] = {
         "schema": "acompile.retention/1",
         "model": str(mapped) if not isinstance(mapped, onnx.ModelProto) else model.graph.name,
-        "target": target.get("name"), "data": data_name, "n_images": int(len(y)),
+        "target": target.get("name"), "data": data_name, "n_images": int(len(x)),
         "chips": cfg.chips, "seed": cfg.seed, "compute": cfg.compute, "times": cfg.times,
-        "metric": "balanced-accuracy" if cfg.balanced else "accuracy",
+        "metric": metric_name(cfg),
         "compensation": methods,
         "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
         "settings": _settings_dict(settings),
         "kernels": emu.layers[0].kernels_used(),
     }
-    return Session(model, cfg, emu, methods, x, y, xc, batch_size, header)
+    ref = None
+    if cfg.metric != "accuracy":
+        ref = reference_outputs(model, x, cfg.batch_size, cfg.threads)
+    return Session(model, cfg, emu, methods, x, y, xc, batch_size, header, ref)
+
+
+def reference_outputs(model: onnx.ModelProto, x: np.ndarray, batch_size: int,
+                      threads: int | None = None) -> np.ndarray:
+    """The digital model's outputs on `x` (onnxruntime on the rebuilt model, batch by batch): the
+    reference agreement and rel-error compare every chip, time and compensation against."""
+    ort = OrtBaseline(model, threads)
+    outs = [np.asarray(ort(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
 def run_chip(s: Session, chip: int, bar=None) -> list[float]:
-    """Program chip `chip` and score it at every time point and compensation method: the accuracies in
-    the order (time, method), time-major. Depends only on (cfg.seed, chip) and the session."""
+    """Program chip `chip` and score it at every time point and compensation method: the accuracies (or
+    `cfg.metric`'s values against the digital outputs `s.ref`) in the order (time, method), time-major.
+    Depends only on (cfg.seed, chip) and the session."""
     cfg, emu, batch_size = s.cfg, s.emu, s.batch_size
     calib_bn = s.xc[: cfg.calib]
     calib_dac = s.xc[: cfg.dac_calib_images]
@@ -322,7 +398,10 @@ def run_chip(s: Session, chip: int, bar=None) -> list[float]:
                     bar.set_postfix_str(f"chip {chip + 1}/{cfg.chips} t={format_time(t)} {m}")
                 gen = make_generator(emu.device, cfg.seed, chip, 2, ti, ci)
                 emu.compensate(m, calib_bn, batch_size, gen)
-                out.append(emu.accuracy(s.x, s.y, batch_size, gen, bar, cfg.balanced))
+                if s.ref is not None:
+                    out.append(emu.fidelity(s.x, s.ref, cfg.metric, batch_size, gen, bar))
+                else:
+                    out.append(emu.accuracy(s.x, s.y, batch_size, gen, bar, cfg.balanced))
             comp.reset(emu.layers, emu.bn_layers)
     finally:
         comp.reset(emu.layers, emu.bn_layers)
@@ -362,7 +441,10 @@ def evaluate(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bo
     t_start = time.perf_counter()
     s = open_session(mapped, cfg, progress)
     result = dict(s.header)
-    if cfg.baseline:
+    if cfg.baseline and cfg.metric != "accuracy":  # the reference itself: trivially 1.0 / 0.0
+        result["baseline"] = {"engine": "onnxruntime", "value": 1.0 if cfg.metric == "agreement" else 0.0,
+                              "trivial": True}
+    elif cfg.baseline:
         t0 = time.perf_counter()
         result["baseline"] = {"engine": "onnxruntime",
                               "accuracy": baseline_accuracy(s.model, s.x, s.y, cfg.batch_size, cfg.threads,

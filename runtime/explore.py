@@ -36,7 +36,7 @@ SCHEMA = "acompile.explore/1"
 PAUSE_ENV = "ACOMPILE_TEST_UNIT_PAUSE"
 #: config keys a resumed run must share with the run that wrote the file (more chips may be asked)
 _SAME_ON_RESUME = ("model", "target", "knobs", "times", "compensation", "seed", "data", "limit", "calib",
-                   "batch_size")
+                   "batch_size", "metric")
 
 
 @dataclass
@@ -159,7 +159,9 @@ def explore(variants: list[Variant], compile_variant: Callable[[Variant], Any], 
     data = prepare_data(first, cfg)
     x, y = data[0], data[1]
     baseline = None
-    if cfg.baseline:
+    if cfg.baseline and cfg.metric != "accuracy":  # the digital model is the reference: trivial 1.0 / 0.0
+        baseline = 1.0 if cfg.metric == "agreement" else 0.0
+    elif cfg.baseline:
         baseline = baseline_accuracy(first, x, y, cfg.batch_size, cfg.threads, cfg.balanced)
     failures: list[str] = []
     unit_seconds: list[float] = []
@@ -230,8 +232,20 @@ def summarize(variants: list[Variant], results: ResultsFile, cfg: Any, config: d
 
 
 # ---- the summary: table, CSV, plot -------------------------------------------------------------------
+def _metric(summary: dict[str, Any]) -> tuple[str, str, bool]:
+    """(metric, label, shown in %) of a summary (config `metric`, absent: accuracy)."""
+    from runtime.results import METRIC_LABELS
+
+    metric = summary.get("config", {}).get("metric") or "accuracy"
+    label, pct = METRIC_LABELS.get(metric, (metric, True))
+    return metric, label, pct
+
+
 def table(summary: dict[str, Any]) -> str:
-    """variant x (time, compensation) table of mean ± std accuracy (%) over chips."""
+    """variant x (time, compensation) table of mean ± std accuracy (%) (or the --metric) over chips."""
+    from runtime.results import _cell
+
+    metric, label, pct = _metric(summary)
     knobs = summary["knob_names"]
     first = summary["variants"][0]["results"] if summary["variants"] else []
     cols = [(r["time"], r["compensation"]) for r in first]
@@ -239,16 +253,20 @@ def table(summary: dict[str, Any]) -> str:
     body = []
     for v in summary["variants"]:
         body.append([str(v["knobs"][k]) for k in knobs]
-                    + [f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" for r in v["results"]])
+                    + [_cell(metric, r["mean"], r["std"]) for r in v["results"]])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     cfg = summary["config"]
-    lines.append(f"accuracy % (mean ± std over {summary['chips']} chip(s)), data {cfg['data']}"
+    unit = " %" if pct else ""
+    lines.append(f"{label}{unit} (mean ± std over {summary['chips']} chip(s)), data {cfg['data']}"
                  f"{'' if cfg.get('limit') is None else ' (first ' + str(cfg['limit']) + ' images)'}, "
                  f"base target {cfg['target']}, seed {cfg['seed']}")
-    if summary.get("baseline") is not None:
+    if summary.get("baseline") is not None and metric != "accuracy":
+        lines.append(f"digital model (onnxruntime): the reference itself ({metric} "
+                     f"{_cell(metric, summary['baseline'], 0.0).split(' ±')[0]}{' %' if pct else ''})")
+    elif summary.get("baseline") is not None:
         lines.append(f"digital baseline (onnxruntime): {100 * summary['baseline']:.2f} %")
     return "\n".join(lines)
 
@@ -273,6 +291,9 @@ def plot_summary(summary: dict[str, Any], f: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    _, label, pct = _metric(summary)
+    scale = 100 if pct else 1
+    ylabel = f"{label} (%)" if pct else label
     knobs = summary["knob_names"]
     variants = summary["variants"]
     cols = [(r["time"], r["compensation"]) for r in variants[0]["results"]]
@@ -281,8 +302,8 @@ def plot_summary(summary: dict[str, Any], f: Any) -> None:
     mean, std = {}, {}
     for v in variants:
         for r in v["results"]:
-            mean[(v["variant"], r["time"], r["compensation"])] = 100 * r["mean"]
-            std[(v["variant"], r["time"], r["compensation"])] = 100 * r["std"]
+            mean[(v["variant"], r["time"], r["compensation"])] = scale * r["mean"]
+            std[(v["variant"], r["time"], r["compensation"])] = scale * r["std"]
     if len(knobs) == 1:
         k = knobs[0]
         vals = [v["knobs"][k] for v in variants]
@@ -297,7 +318,7 @@ def plot_summary(summary: dict[str, Any], f: Any) -> None:
             if not numeric:
                 ax.set_xticks(xs, [str(a) for a in vals])
             ax.set_xlabel(k)
-            ax.set_ylabel("accuracy (%)")
+            ax.set_ylabel(ylabel)
             ax.set_title(f"compensation {m}")
             ax.grid(alpha=0.3)
             ax.legend(title="time")
@@ -316,14 +337,14 @@ def plot_summary(summary: dict[str, Any], f: Any) -> None:
                 mid = (min(map(min, grid)) + max(map(max, grid))) / 2
                 for r, row in enumerate(grid):
                     for c, val in enumerate(row):
-                        ax.text(c, r, f"{val:.2f}", ha="center", va="center", fontsize=8,
-                                color="k" if val > mid else "w")
+                        ax.text(c, r, f"{val:.2f}" if pct else f"{val:.3g}", ha="center", va="center",
+                                fontsize=8, color="k" if val > mid else "w")
                 ax.set_xticks(range(len(vb)), [str(b) for b in vb])
                 ax.set_yticks(range(len(va)), [str(a) for a in va])
                 ax.set_xlabel(kb)
                 ax.set_ylabel(ka)
                 ax.set_title(f"t={t}, {m}")
-                fig.colorbar(im, ax=ax, label="accuracy (%)")
+                fig.colorbar(im, ax=ax, label=ylabel)
     fig.tight_layout()
     fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

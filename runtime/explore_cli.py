@@ -192,6 +192,9 @@ def variant_target(base: dict[str, Any], knobs: list[Knob],
 @click.option("--limit", default=None, type=opt.POS_INT, help="Evaluate on the first N test images.")
 @click.option("--calib", default=1000, show_default=True, type=opt.POS_INT,
               help="Training images for bn compensation.")
+@click.option("--metric", default="accuracy", show_default=True, type=click.Choice(list(opt.METRICS)),
+              help="accuracy (needs labels), or agreement / rel-error against the digital model's outputs "
+                   "(no labels needed), as in `acompile eval --metric`.")
 @click.option("--batch-size", default=128, show_default=True, type=opt.POS_INT, help="Images per batch.")
 @click.option("--threads", default=None, type=opt.THREADS, help="torch CPU threads of the serial run.")
 @click.option("--workers", default=None, type=opt.WORKERS,
@@ -202,7 +205,7 @@ def variant_target(base: dict[str, Any], knobs: list[Knob],
 @click.option("--quiet", "-q", is_flag=True, help="No progress report.")
 def explore_cmd(model: Path, sets: tuple[str, ...], target_spec: str, out_dir: Path, resume: bool, data: str,
                 times: list[float], chips: int, compensation: list[str], seed: int, limit: int | None,
-                calib: int, batch_size: int, threads: int | None, workers: int | None,
+                calib: int, metric: str, batch_size: int, threads: int | None, workers: int | None,
                 ray_address: str | None, no_baseline: bool, quiet: bool) -> None:
     """Accuracy over a grid of hardware variants: the product of the --set knobs over --target.
 
@@ -212,16 +215,16 @@ def explore_cmd(model: Path, sets: tuple[str, ...], target_spec: str, out_dir: P
     """
     run_explore(model, sets=sets, target_spec=target_spec, out_dir=out_dir, resume=resume, data=data,
                 times=times, chips=chips, compensation=compensation, seed=seed, limit=limit, calib=calib,
-                batch_size=batch_size, threads=threads, workers=workers, ray_address=ray_address,
-                baseline=not no_baseline, quiet=quiet)
+                metric=metric, batch_size=batch_size, threads=threads, workers=workers,
+                ray_address=ray_address, baseline=not no_baseline, quiet=quiet)
 
 
 def run_explore(model: Path, *, sets: tuple[str, ...] | list[str], target_spec: str = "pcm", out_dir: Path,
                 resume: bool = False, data: str = "mnist", times: list[float] | None = None, chips: int = 5,
                 compensation: list[str] | None = None, seed: int = 0, limit: int | None = None,
-                calib: int = 1000, batch_size: int = 128, threads: int | None = None,
-                workers: int | None = None, ray_address: str | None = None, baseline: bool = True,
-                quiet: bool = False) -> dict[str, Any]:
+                calib: int = 1000, metric: str = "accuracy", batch_size: int = 128,
+                threads: int | None = None, workers: int | None = None, ray_address: str | None = None,
+                baseline: bool = True, quiet: bool = False) -> dict[str, Any]:
     """The command's work (also callable directly, e.g. from tests with a Ray already running)."""
     import onnx
 
@@ -238,6 +241,7 @@ def run_explore(model: Path, *, sets: tuple[str, ...] | list[str], target_spec: 
     times = times if times is not None else [86400.0, 365 * 86400.0]
     compensation = compensation or ["none", "global"]
     check_parallel(workers, ray_address)
+    opt.check_metric(metric)
     if not sets:
         raise AcompileError("give at least one --set KEY=V1,V2,... (e.g. --set adc_bits=4,6,8)")
     base = load_target(target_spec)
@@ -267,6 +271,8 @@ def run_explore(model: Path, *, sets: tuple[str, ...] | list[str], target_spec: 
     config = {"model": str(model), "target": base.get("name"), "knobs": {n: vals for n, *_, vals in knobs},
               "times": times, "compensation": compensation, "seed": seed, "data": data, "limit": limit,
               "calib": calib, "batch_size": batch_size, "chips": chips}
+    if metric != "accuracy":  # absent for accuracy: results files of earlier runs still --resume
+        config["metric"] = metric
 
     from runtime.evaluate import EvalConfig
     from runtime.explore import explore, table
@@ -279,7 +285,7 @@ def run_explore(model: Path, *, sets: tuple[str, ...] | list[str], target_spec: 
 
     cfg = EvalConfig(data=data, times=times, chips=chips, compensation=compensation, compensation_given=True,
                      seed=seed, batch_size=batch_size, limit=limit, calib=calib, baseline=baseline,
-                     threads=threads)
+                     threads=threads, metric=metric)
 
     def say(text: str) -> None:
         if not quiet:

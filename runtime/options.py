@@ -212,3 +212,18 @@ DUPLICATE = Parsed(parse_duplicate, "auto|N")
 def same_length(a: Sequence | None, b: Sequence | None, flags: str = "--mean and --std") -> None:
     if a is not None and b is not None and len(a) != len(b):
         raise AcompileError(f"{flags} need the same number of values, got {len(a)} and {len(b)}")
+
+
+#: `acompile eval --metric`: accuracy against the labels, or (no labels needed) fidelity to the digital
+#: model: agreement (share of equal top-1) and rel-error (relative L2 error of the outputs)
+METRICS = ("accuracy", "agreement", "rel-error")
+
+
+def check_metric(metric: str, balanced: bool = False) -> None:
+    """--metric is known and --balanced goes with accuracy only (AcompileError otherwise)."""
+    from runtime.errors import AcompileError
+
+    if metric not in METRICS:
+        raise AcompileError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if balanced and metric != "accuracy":
+        raise AcompileError(f"--balanced applies to --metric accuracy only, not {metric}")
