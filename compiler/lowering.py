@@ -26,7 +26,7 @@ from runtime.errors import AcompileError
 class Lowering:
     """What the artifact writer needs to replace one node by an ai.acompile node."""
 
-    op_type: str  # contract.ANALOG_CONV | contract.ANALOG_MATMUL
+    op_type: str  # contract.ANALOG_CONV | contract.ANALOG_MATMUL | contract.ANALOG_CONV_TRANSPOSE
     W: np.ndarray  # [rows, cols] float32, the original weights exactly
     x: str  # input activation tensor name
     bias: str | None  # bias tensor name (kept as is; digital)
@@ -157,6 +157,57 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
                     dtype=dtype)
 
 
+def lower_conv_transpose(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+    """ConvTranspose as the equivalent conv over the zero-upsampled input with the flipped kernel:
+    W [C_in * prod(k), C_out] (contract.conv_transpose_kernel), one MVM per output position."""
+    w = _need_const(node, info, 1)
+    dtype = _weight_type(node, info)
+    if isinstance(dtype, str):
+        return dtype
+    if _empty(node, w):
+        return _empty(node, w)
+    a = _attrs(node)
+    group = int(a.get("group", 1))
+    if group != 1:
+        kind = "depthwise" if group == w.shape[0] and w.shape[1] == 1 else "grouped"
+        return (f"{kind} conv transpose (group={group}): digital by target policy grouped_conv="
+                f"{target['mapping']['grouped_conv']} (block-diagonal tiles would waste most cells)")
+    if w.ndim < 3:
+        raise AcompileError(f"{_where(node)}: weight has rank {w.ndim}, expected >= 3")
+    kernel = list(w.shape[2:])
+    nsp = len(kernel)
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", "VALID") or "output_shape" in a:
+        what = f"auto_pad={auto_pad}" if auto_pad not in ("NOTSET", "VALID") else "output_shape"
+        return f"ConvTranspose with {what}: kept digital (only explicit pads map onto tiles)"
+    if "kernel_shape" in a and list(a["kernel_shape"]) != kernel:
+        return f"ConvTranspose kernel_shape {list(a['kernel_shape'])} differs from its weight's: kept digital"
+    strides = list(a.get("strides", [1] * nsp))
+    dil = list(a.get("dilations", [1] * nsp))
+    pads = [0] * (2 * nsp) if auto_pad == "VALID" else list(a.get("pads", [0] * (2 * nsp)))
+    out_pad = list(a.get("output_padding", [0] * nsp))
+    if any(out_pad[i] >= max(strides[i], dil[i]) for i in range(nsp)):
+        raise AcompileError(f"{_where(node)}: output_padding {out_pad} must be smaller than the stride or "
+                            "the dilation on each axis")
+    y_shape = info.shape(node.output[0])
+    out_sp = y_shape[2:] if y_shape and len(y_shape) == nsp + 2 else None
+    if out_sp is None or any(not isinstance(d, int) or d <= 0 for d in out_sp):
+        x_shape = info.shape(node.input[0])
+        in_sp = x_shape[2:] if x_shape else None
+        _positions(node, in_sp, "input spatial")
+        out_sp = [(in_sp[i] - 1) * strides[i] - pads[i] - pads[i + nsp] + dil[i] * (kernel[i] - 1)
+                  + out_pad[i] + 1 for i in range(nsp)]
+    mvms = _positions(node, out_sp, "output spatial")
+    W = contract.conv_transpose_kernel(w.astype(np.float32, copy=False))
+    attrs = contract.conv_transpose_attrs(kernel, strides, pads, dil, out_pad)
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and info.const(bias) is None:
+        return "bias computed at run time (not a constant): kept digital"
+    return Lowering(contract.ANALOG_CONV_TRANSPOSE, W, node.input[0], bias, attrs, mvms,
+                    weight_name=node.input[1], dtype=dtype)
+
+
 def _row_positions(node: onnx.NodeProto, info: GraphInfo, x: str) -> int:
     """MVMs per inference of X @ W: the rows of X ([..., K]) of one batch element.
 
@@ -223,6 +274,7 @@ def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowerin
 
 LOWERERS: dict[str, Callable[[onnx.NodeProto, GraphInfo, dict], Lowering | str]] = {
     "Conv": lower_conv,
+    "ConvTranspose": lower_conv_transpose,
     "Gemm": lower_gemm,
     "MatMul": lower_matmul,
 }

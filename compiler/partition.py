@@ -1,11 +1,12 @@
 """Partitioning: decide for every weight layer whether it runs on analog tiles or digitally, and why.
 
-Rules (DESIGN §5): Conv (group=1), Gemm, MatMul with a constant weight are analog when the target lists
-the op in [mapping].analog_ops; grouped/depthwise conv is digital (target policy grouped_conv); layers
-named in ``--digital`` are digital; the target's first_layer/last_layer policy applies to the analog
-layers with no analog ancestor/descendant. Weight ops without an analog lowering (ConvTranspose, LSTM,
-GRU, ...) are digital weight layers whose reason says whether `acompile eval` can run them. NaN / Inf in
-a weight or bias is refused, naming the node. Everything else is a digital op.
+Rules (DESIGN §5): Conv / ConvTranspose (group=1), Gemm, MatMul with a constant weight are analog when
+the target lists the op in [mapping].analog_ops; grouped/depthwise conv (and conv transpose) is digital
+(target policy grouped_conv); layers named in ``--digital`` are digital; the target's
+first_layer/last_layer policy applies to the analog layers with no analog ancestor/descendant. Weight ops
+without an analog lowering (LSTM, GRU, ...) are digital weight layers whose reason says whether
+`acompile eval` can run them. NaN / Inf in a weight or bias is refused, naming the node. Everything else
+is a digital op.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ REASON_ANALOG = "analog-eligible"
 #: with a reason that says whether `acompile eval` can run them (contract.EMULATOR_OPS). Op -> the
 #: inputs that hold its weights.
 DIGITAL_WEIGHT_OPS: dict[str, tuple[int, ...]] = {
-    "ConvTranspose": (1,), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2), "DeformConv": (1,),
+    "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2), "DeformConv": (1,),
     "ConvInteger": (1,), "MatMulInteger": (1,), "QLinearConv": (3,), "QLinearMatMul": (3,),
 }
 #: Inputs of the mapped ops checked for NaN / Inf (weights and biases).
-_CHECKED_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
+_CHECKED_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
 
 
 def emulated(op: str) -> bool:
@@ -64,8 +65,9 @@ def weight_matrix(node: onnx.NodeProto, info: GraphInfo) -> tuple[list[int] | No
         return None, n
     if op == "Conv":  # rows = fan-in of one output channel (per group)
         return [int(np.prod(w.shape[1:])), int(w.shape[0])], n
-    if op == "ConvTranspose":  # each input pixel (C_in) scatters into C_out/g x kernel outputs
-        return [int(w.shape[0]), int(np.prod(w.shape[1:]))], n
+    if op == "ConvTranspose":  # the equivalent conv (per group): fan-in C_in/g x kernel, C_out/g outputs
+        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1) or 1
+        return [int(w.shape[0] // group * np.prod(w.shape[2:])), int(w.shape[1])], n
     if op in ("LSTM", "GRU", "RNN") and w.ndim == 3 and len(ws) == 2:  # W [D, G*H, I], R [D, G*H, H]
         return [int(w.shape[2] + ws[1].shape[2]), int(w.shape[0] * w.shape[1])], n
     if w.ndim == 2:

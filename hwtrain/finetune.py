@@ -177,10 +177,15 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
 
     original = frontend.read_model(model_path)
     mapped, _report = map_model(model_path, target, digital)
-    analog_nodes = {n.output[0]: n for n in mapped.graph.node if n.domain == contract.DOMAIN}
+    # ConvTranspose stays digital in fine-tuning: HWALayer builds its geometry from the original weight
+    # in Conv layout, and a ConvTranspose weight is laid out (and flipped) differently on the tiles; it
+    # trains as a plain digital layer (it still maps analog when the fine-tuned model is compiled)
+    analog_nodes = {n.output[0]: n for n in mapped.graph.node
+                    if n.domain == contract.DOMAIN and n.op_type != contract.ANALOG_CONV_TRANSPOSE}
     if not analog_nodes:
         raise AcompileError(f"{str(model_path)!r}: no layer maps onto the {target.get('name')!r} crossbars "
-                            "(no Conv / Gemm / MatMul with a constant weight), nothing to fine-tune")
+                            "(no Conv / Gemm / MatMul with a constant weight; ConvTranspose layers "
+                            "fine-tune digitally), nothing to fine-tune")
     shapes = {t.name: tuple(t.dims) for t in mapped.graph.initializer}
     settings = AnalogSettings.from_target(target, **(settings_overrides or {}))
     knobs = knobs or HWAKnobs()

@@ -1,7 +1,8 @@
 """Digital baseline: rebuild the standard ONNX model from the mapped artifact and run onnxruntime.
 
 The mapped artifact is the only input, so the baseline cannot drift from what was mapped:
-AnalogConv -> Conv(X, W.T.reshape(C_out, C_in, *k)[, B]); AnalogMatMul -> MatMul (+ Mul alpha)
+AnalogConv -> Conv(X, W.T.reshape(C_out, C_in, *k)[, B]); AnalogConvTranspose -> ConvTranspose(X, the
+conv weight with in / out swapped and the kernel flipped back[, B]); AnalogMatMul -> MatMul (+ Mul alpha)
 (+ Add beta * B).
 """
 
@@ -30,7 +31,16 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
             continue
         a = contract.read_analog_node(node, inits)
         name, w_name = a.name, a.w_name
-        if a.is_conv:
+        if a.is_transposed:
+            wc_name = f"{w_name}__convT"
+            if wc_name not in replaced_w:
+                g.initializer.append(numpy_helper.from_array(a.conv_transpose_weight(), wc_name))
+                replaced_w.add(wc_name)
+            ins = [a.x, wc_name] + ([a.bias_name] if a.bias_name else [])
+            new_nodes.append(helper.make_node(
+                "ConvTranspose", ins, a.outputs, name=name, kernel_shape=a.kernel_shape, strides=a.strides,
+                pads=a.pads, dilations=a.dilations, output_padding=a.output_padding, group=a.group))
+        elif a.is_conv:
             wc_name = f"{w_name}__conv"
             if wc_name not in replaced_w:
                 g.initializer.append(numpy_helper.from_array(a.conv_weight(), wc_name))

@@ -57,12 +57,16 @@ JSON_METADATA = (META_TARGET, META_MAPPING, META_PREPROCESSING, META_RECIPE, MET
 
 ANALOG_CONV = "AnalogConv"
 ANALOG_MATMUL = "AnalogMatMul"
-ANALOG_OPS = (ANALOG_CONV, ANALOG_MATMUL)
+ANALOG_CONV_TRANSPOSE = "AnalogConvTranspose"
+ANALOG_OPS = (ANALOG_CONV, ANALOG_MATMUL, ANALOG_CONV_TRANSPOSE)
+#: the analog ops with a conv geometry (kernel_shape, strides, pads, dilations; W rows = C_in * prod(k))
+CONV_OPS = (ANALOG_CONV, ANALOG_CONV_TRANSPOSE)
 
 INPUTS = ("X", "W", "G_SCALE", "B")  # X, W, G_SCALE required; B optional
 IN_X, IN_W, IN_G_SCALE, IN_B = 0, 1, 2, 3
 MIN_INPUTS, MAX_INPUTS = 3, 4
-ORIG_OPS = {ANALOG_CONV: ("Conv",), ANALOG_MATMUL: ("Gemm", "MatMul")}
+ORIG_OPS = {ANALOG_CONV: ("Conv",), ANALOG_MATMUL: ("Gemm", "MatMul"),
+            ANALOG_CONV_TRANSPOSE: ("ConvTranspose",)}
 
 
 #: Standard ONNX ops (domain ai.onnx) the runtime's executor runs beside the analog ops: what a mapped
@@ -126,6 +130,16 @@ ATTRS: dict[str, dict[str, AttrSpec]] = {
         AttrSpec("strides", _A.INTS, 1, per_axis=1),
         AttrSpec("pads", _A.INTS, 0, per_axis=2),  # explicit begin..end (auto_pad resolved)
         AttrSpec("dilations", _A.INTS, 1, per_axis=1),
+        AttrSpec("group", _A.INT, 1),  # always 1 in format 1
+        *_COMMON)},
+    # W holds the kernel flipped and transposed: the crossbar computes a conv over the zero-upsampled
+    # input (CONTRACTS §3); output_padding: extra output rows / cols at the end
+    ANALOG_CONV_TRANSPOSE: {s.name: s for s in (
+        AttrSpec("kernel_shape", _A.INTS),
+        AttrSpec("strides", _A.INTS, 1, per_axis=1),
+        AttrSpec("pads", _A.INTS, 0, per_axis=2),  # explicit begin..end (auto_pad NOTSET only)
+        AttrSpec("dilations", _A.INTS, 1, per_axis=1),
+        AttrSpec("output_padding", _A.INTS, 0, per_axis=1),
         AttrSpec("group", _A.INT, 1),  # always 1 in format 1
         *_COMMON)},
     ANALOG_MATMUL: {s.name: s for s in (
@@ -279,6 +293,25 @@ def conv_attrs(kernel_shape: list[int], strides: list[int] | None = None, pads: 
             "group": 1, "orig_op": orig_op}
 
 
+def conv_transpose_attrs(kernel_shape: list[int], strides: list[int] | None = None,
+                         pads: list[int] | None = None, dilations: list[int] | None = None,
+                         output_padding: list[int] | None = None) -> dict[str, Any]:
+    """AnalogConvTranspose attributes (besides layer and tiles), defaults filled in."""
+    n = len(kernel_shape)
+    out = conv_attrs(kernel_shape, strides, pads, dilations, orig_op="ConvTranspose")
+    out["output_padding"] = [int(v) for v in (output_padding if output_padding is not None else [0] * n)]
+    return out
+
+
+def conv_transpose_kernel(w: np.ndarray) -> np.ndarray:
+    """ConvTranspose weight [C_in, C_out, *k] -> the AnalogConvTranspose W [C_in * prod(k), C_out]:
+    the equivalent conv's weight (kernel flipped in space, in / out swapped) as a crossbar matrix, rows
+    ordered (c_in, k...). Exact: a permutation of the original values."""
+    nsp = w.ndim - 2
+    conv = np.flip(w, axis=tuple(range(2, 2 + nsp))).swapaxes(0, 1)  # [C_out, C_in, *k]
+    return np.ascontiguousarray(conv.reshape(conv.shape[0], -1).T)
+
+
 def matmul_attrs(alpha: float = 1.0, beta: float = 1.0, orig_op: str = "MatMul") -> dict[str, Any]:
     """AnalogMatMul attributes (besides layer and tiles)."""
     return {"alpha": float(alpha), "beta": float(beta), "orig_op": orig_op}
@@ -378,9 +411,16 @@ class AnalogNode:
     beta: float = 1.0
     attrs: dict[str, Any] = field(default_factory=dict)  # every attribute, decoded, defaults filled in
 
+    output_padding: list[int] | None = None
+
     @property
     def is_conv(self) -> bool:
-        return self.op_type == ANALOG_CONV
+        """A conv geometry (AnalogConv or AnalogConvTranspose)."""
+        return self.op_type in CONV_OPS
+
+    @property
+    def is_transposed(self) -> bool:
+        return self.op_type == ANALOG_CONV_TRANSPOSE
 
     @property
     def rows(self) -> int:
@@ -397,6 +437,12 @@ class AnalogNode:
         assert self.W is not None and self.kernel_shape is not None
         k = self.kernel_shape
         return np.ascontiguousarray(self.W.T.reshape(self.cols, self.rows // math.prod(k), *k))
+
+    def conv_transpose_weight(self) -> np.ndarray:
+        """The ONNX ConvTranspose weight [C_in, C_out, *k] (AnalogConvTranspose only): conv_weight()
+        with in / out swapped and the kernel flipped back."""
+        w = self.conv_weight()
+        return np.ascontiguousarray(np.flip(w, axis=tuple(range(2, w.ndim))).swapaxes(0, 1))
 
 
 def is_analog(node: onnx.NodeProto) -> bool:
@@ -437,17 +483,27 @@ def read_attrs(node: onnx.NodeProto) -> dict[str, Any]:
                             f"{got['orig_op']!r}")
     if not got["layer"]:
         raise AcompileError(f"{w}: attribute 'layer' is empty")
-    if node.op_type == ANALOG_CONV:
+    if node.op_type in CONV_OPS:
         k = got["kernel_shape"]
         n = len(k)
         if n < 1 or any(v <= 0 for v in k):
             raise AcompileError(f"{w}: attribute 'kernel_shape' must be positive integers, got {k}")
-        for name in ("strides", "pads", "dilations", "group"):
+        names = [nm for nm in ("strides", "pads", "dilations", "output_padding", "group") if nm in spec]
+        for name in names:
             got.setdefault(name, spec[name].default_for(n))
-        for name, size, low in (("strides", n, 1), ("dilations", n, 1), ("pads", 2 * n, 0)):
+        checks = [("strides", n, 1), ("dilations", n, 1), ("pads", 2 * n, 0)]
+        if node.op_type == ANALOG_CONV_TRANSPOSE:
+            checks.append(("output_padding", n, 0))
+        for name, size, low in checks:
             v = got[name]
             if len(v) != size or any(x < low for x in v):
                 raise AcompileError(f"{w}: attribute {name!r} must be {size} integers >= {low}, got {v}")
+        if node.op_type == ANALOG_CONV_TRANSPOSE:
+            bad = [i for i in range(n) if got["output_padding"][i] >= max(got["strides"][i],
+                                                                         got["dilations"][i])]
+            if bad:
+                raise AcompileError(f"{w}: output_padding {got['output_padding']} must be smaller than the "
+                                    f"stride or the dilation on each axis")
         if got["group"] != 1:
             raise AcompileError(f"{w}: group must be 1 (format {FORMAT_VERSION}), got {got['group']}")
     else:
@@ -503,7 +559,7 @@ def check_tensors(node: onnx.NodeProto, w: Any, g: Any = None, b: Any = None, *,
                 raise AcompileError(f"{wh}: G_SCALE must be finite and > 0 (uS per weight unit)")
     if b is not None:
         bshape, btype = info(b)
-        conv = node.op_type == ANALOG_CONV
+        conv = node.op_type in CONV_OPS
         ok = bshape == (cols,) if conv else (not bshape or bshape[-1] in (1, cols))
         if not ok or btype != "float32":
             want = f"[{cols}]" if conv else f"[..., {cols}]"
@@ -528,7 +584,7 @@ def read_analog_node(node: onnx.NodeProto,
     tb = inits.get(bias_name) if bias_name else None
     if initializers is not None and (tw is None or tg is None):
         raise AcompileError(f"{wh}: W and G_SCALE must be initializers")
-    kk = math.prod(attrs["kernel_shape"]) if node.op_type == ANALOG_CONV else None
+    kk = math.prod(attrs["kernel_shape"]) if node.op_type in CONV_OPS else None
     if tw is not None:
         check_tensors(node, tw, tg, tb, conv_rows_per_kernel=kk)
         w_shape = _tensor_info(tw)[0]  # type: ignore[assignment]
@@ -544,9 +600,10 @@ def read_analog_node(node: onnx.NodeProto,
         out.W = None if tw is None else _array(tw)
         out.g_scale = None if tg is None else _array(tg)
         out.bias = None if tb is None else _array(tb)
-    if node.op_type == ANALOG_CONV:
+    if node.op_type in CONV_OPS:
         out.kernel_shape, out.strides = attrs["kernel_shape"], attrs["strides"]
         out.pads, out.dilations, out.group = attrs["pads"], attrs["dilations"], attrs["group"]
+        out.output_padding = attrs.get("output_padding")
     else:
         out.alpha, out.beta = float(attrs["alpha"]), float(attrs["beta"])
     return out

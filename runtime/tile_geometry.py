@@ -16,6 +16,7 @@ from runtime.ops import NodeInfo
 from runtime.ops.nn import torch_pad
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def mapped_inputs(info: NodeInfo, node: onnx.NodeProto
@@ -35,11 +36,15 @@ class TileGeometry:
     def __init__(self, name: str, rows: int, cols: int, row_blocks: list[tuple[int, int]],
                  col_blocks: list[tuple[int, int]], *, kernel: list[int] | None = None,
                  strides: list[int] | None = None, pads: list[int] | None = None,
-                 dilations: list[int] | None = None, alpha: float = 1.0, beta: float = 1.0) -> None:
+                 dilations: list[int] | None = None, alpha: float = 1.0, beta: float = 1.0,
+                 output_padding: list[int] | None = None, transposed: bool = False) -> None:
         self.name, self.rows, self.cols = name, int(rows), int(cols)
         self.row_blocks, self.col_blocks = row_blocks or [(0, self.rows)], col_blocks or [(0, self.cols)]
         self.tiles: list[dict] = []
         self.is_conv = kernel is not None
+        # AnalogConvTranspose: W is the equivalent conv's matrix (kernel flipped, in / out swapped);
+        # kernel() turns a block of it back into a conv_transpose weight, apply() runs conv_transpose
+        self.transposed = bool(transposed)
         self.alpha, self.beta = float(alpha), float(beta)
         if kernel is not None:
             self.k = [int(v) for v in kernel]
@@ -55,6 +60,12 @@ class TileGeometry:
             self.fpad = None if pads[:n] == pads[n:] else torch_pad(pads)
             self.pad = pads[:n] if self.fpad is None else [0] * n
             self.conv = _CONV[n]
+            if self.transposed:
+                self.out_pad = [int(v) for v in (output_padding or [0] * n)]
+                # conv_transpose without padding, then crop pads / add output_padding (any asymmetry)
+                self.tcrop = []
+                for i in reversed(range(n)):
+                    self.tcrop += [-pads[i], self.out_pad[i] - pads[i + n]]
 
     @classmethod
     def from_node(cls, info: NodeInfo, node: onnx.NodeProto, w: torch.Tensor) -> TileGeometry:
@@ -65,7 +76,8 @@ class TileGeometry:
         rb, cb = contract.row_blocks(spec.tiles), contract.col_blocks(spec.tiles)
         if spec.is_conv:
             geo = cls(spec.layer, rows, cols, rb, cb, kernel=spec.kernel_shape, strides=spec.strides,
-                      pads=spec.pads, dilations=spec.dilations)
+                      pads=spec.pads, dilations=spec.dilations, output_padding=spec.output_padding,
+                      transposed=spec.is_transposed)
         else:
             geo = cls(spec.layer, rows, cols, rb, cb, alpha=spec.alpha, beta=spec.beta)
         geo.tiles = [b.to_json() for b in spec.tiles]
@@ -80,8 +92,12 @@ class TileGeometry:
         return cls(name, rows, cols, rb, cb, **conv)
 
     def kernel(self, wm: torch.Tensor) -> torch.Tensor:
-        """[rows', cols] matrix in (c, kh, kw) row order -> conv weight [cols, rows'/kk, *k]."""
-        return wm.t().reshape(wm.shape[1], wm.shape[0] // self.kk, *self.k)
+        """[rows', cols] matrix in (c, kh, kw) row order -> conv weight [cols, rows'/kk, *k] (a
+        transposed layer: the conv_transpose weight [rows'/kk, cols, *k], kernel flipped back)."""
+        k = wm.t().reshape(wm.shape[1], wm.shape[0] // self.kk, *self.k)
+        if self.transposed:
+            k = k.flip(list(range(2, k.dim()))).transpose(0, 1)
+        return k
 
     def block_span(self, rs: int, re: int) -> tuple[int, int, tuple[int, int] | None]:
         """Rows [lo, hi) of the matrix a row block's MVM sees, and the input slice it reads (None:
@@ -116,6 +132,9 @@ class TileGeometry:
         return c0, c1, c0 * self.kk
 
     def apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.is_conv and self.transposed:
+            y = _CONV_T[len(self.k)](x, w, None, self.strides, 0, 0, 1, self.dil)
+            return F.pad(y, self.tcrop) if any(self.tcrop) else y
         if self.is_conv:
             if self.fpad is not None:
                 x = F.pad(x, self.fpad)

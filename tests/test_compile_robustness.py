@@ -292,7 +292,7 @@ def test_lstm_is_a_digital_layer_and_eval_is_said_to_be_impossible(tmp_path, run
     assert code == 2 and "LSTM" in err  # what the compile said
 
 
-def test_conv_transpose_is_a_digital_layer_that_eval_runs(tmp_path):
+def test_conv_transpose_maps_analog_and_eval_runs(tmp_path):
     import torch
     from torch import nn
 
@@ -311,9 +311,9 @@ def test_conv_transpose_is_a_digital_layer_that_eval_runs(tmp_path):
     src = _torch_export(Net(), torch.randn(1, 1, 28, 28), tmp_path / "ct.onnx", dynamic=True)
     res = compile_model(src, _target(), tmp_path / "ct.pcm.onnx")
     up = next(ly for ly in res.report["layers"] if ly["op"] == "ConvTranspose")
-    assert not up["analog"] and up["emulated"] and "no analog lowering" in up["reason"]
-    assert up["matrix"] == [4, 2 * 3 * 3] and up["weights"] == 4 * 2 * 9
-    assert res.report["totals"]["digital_layers"] == 1
+    assert up["analog"] and up["reason"] == "analog-eligible"  # AnalogConvTranspose (issue 11)
+    assert up["matrix"] == [4 * 3 * 3, 2] and up["weights"] == 4 * 2 * 9
+    assert res.report["totals"]["digital_layers"] == 0
     assert res.report["warnings"] == [] and res.report["eval_supported"]
 
 

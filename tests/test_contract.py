@@ -29,7 +29,7 @@ BUNDLED = sorted(p.name for p in Path(MODELS_DIR).glob("*.onnx"))
 def test_on_disk_names():
     """The literals files carry (CONTRACTS §3); changing one is a format change."""
     assert (contract.DOMAIN, contract.DOMAIN_VERSION, contract.FORMAT_VERSION) == ("ai.acompile", 1, "1")
-    assert contract.ANALOG_OPS == ("AnalogConv", "AnalogMatMul")
+    assert contract.ANALOG_OPS == ("AnalogConv", "AnalogMatMul", "AnalogConvTranspose")
     assert contract.INPUTS == ("X", "W", "G_SCALE", "B")
     assert contract.MAPPED_METADATA == ("acompile.format", "acompile.target", "acompile.mapping")
     assert set(contract.METADATA_KEYS) == {
@@ -43,6 +43,9 @@ def test_on_disk_names():
         "layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING}
     assert {k: s.type for k, s in contract.ATTRS["AnalogMatMul"].items()} == {
         "alpha": A.FLOAT, "beta": A.FLOAT, "layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING}
+    assert {k: s.type for k, s in contract.ATTRS["AnalogConvTranspose"].items()} == {
+        "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS,
+        "output_padding": A.INTS, "group": A.INT, "layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING}
 
 
 # --- writer -> reader ---------------------------------------------------------------------------------
