@@ -101,7 +101,10 @@ def _positions(node: onnx.NodeProto, dims: list | None, what: str) -> int:
     return int(math.prod(dims))
 
 
-def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+def _conv_weight(node: onnx.NodeProto, info: GraphInfo, target: dict, what: str
+                 ) -> tuple[np.ndarray, dict, int] | str:
+    """Weight, attributes and weight type of a Conv / ConvTranspose, or why the layer stays digital
+    (weight type, empty weight, grouped by target policy)."""
     w = _need_const(node, info, 1)
     dtype = _weight_type(node, info)
     if isinstance(dtype, str):
@@ -112,10 +115,18 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     group = int(a.get("group", 1))
     if group != 1:
         kind = "depthwise" if group == w.shape[0] and w.shape[1] == 1 else "grouped"
-        return (f"{kind} conv (group={group}): digital by target policy grouped_conv="
+        return (f"{kind} {what} (group={group}): digital by target policy grouped_conv="
                 f"{target['mapping']['grouped_conv']} (block-diagonal tiles would waste most cells)")
     if w.ndim < 3:
         raise AcompileError(f"{_where(node)}: weight has rank {w.ndim}, expected >= 3")
+    return w, a, dtype
+
+
+def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+    got = _conv_weight(node, info, target, "conv")
+    if isinstance(got, str):
+        return got
+    w, a, dtype = got
     c_out = w.shape[0]
     kernel = list(w.shape[2:])
     nsp = len(kernel)
@@ -160,20 +171,10 @@ def lower_conv(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
 def lower_conv_transpose(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
     """ConvTranspose as the equivalent conv over the zero-upsampled input with the flipped kernel:
     W [C_in * prod(k), C_out] (contract.conv_transpose_kernel), one MVM per output position."""
-    w = _need_const(node, info, 1)
-    dtype = _weight_type(node, info)
-    if isinstance(dtype, str):
-        return dtype
-    if _empty(node, w):
-        return _empty(node, w)
-    a = _attrs(node)
-    group = int(a.get("group", 1))
-    if group != 1:
-        kind = "depthwise" if group == w.shape[0] and w.shape[1] == 1 else "grouped"
-        return (f"{kind} conv transpose (group={group}): digital by target policy grouped_conv="
-                f"{target['mapping']['grouped_conv']} (block-diagonal tiles would waste most cells)")
-    if w.ndim < 3:
-        raise AcompileError(f"{_where(node)}: weight has rank {w.ndim}, expected >= 3")
+    got = _conv_weight(node, info, target, "conv transpose")
+    if isinstance(got, str):
+        return got
+    w, a, dtype = got
     kernel = list(w.shape[2:])
     nsp = len(kernel)
     auto_pad = a.get("auto_pad", b"NOTSET")

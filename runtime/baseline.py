@@ -31,24 +31,18 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
             continue
         a = contract.read_analog_node(node, inits)
         name, w_name = a.name, a.w_name
-        if a.is_transposed:
-            wc_name = f"{w_name}__convT"
+        if a.is_conv or a.is_transposed:
+            op, suffix, extra = (("ConvTranspose", "__convT", {"output_padding": a.output_padding})
+                                 if a.is_transposed else ("Conv", "__conv", {}))
+            wc_name = f"{w_name}{suffix}"
             if wc_name not in replaced_w:
-                g.initializer.append(numpy_helper.from_array(a.conv_transpose_weight(), wc_name))
+                weight = a.conv_transpose_weight() if a.is_transposed else a.conv_weight()
+                g.initializer.append(numpy_helper.from_array(weight, wc_name))
                 replaced_w.add(wc_name)
             ins = [a.x, wc_name] + ([a.bias_name] if a.bias_name else [])
             new_nodes.append(helper.make_node(
-                "ConvTranspose", ins, a.outputs, name=name, kernel_shape=a.kernel_shape, strides=a.strides,
-                pads=a.pads, dilations=a.dilations, output_padding=a.output_padding, group=a.group))
-        elif a.is_conv:
-            wc_name = f"{w_name}__conv"
-            if wc_name not in replaced_w:
-                g.initializer.append(numpy_helper.from_array(a.conv_weight(), wc_name))
-                replaced_w.add(wc_name)
-            ins = [a.x, wc_name] + ([a.bias_name] if a.bias_name else [])
-            new_nodes.append(helper.make_node(
-                "Conv", ins, a.outputs, name=name, kernel_shape=a.kernel_shape, strides=a.strides,
-                pads=a.pads, dilations=a.dilations, group=a.group))
+                op, ins, a.outputs, name=name, kernel_shape=a.kernel_shape, strides=a.strides,
+                pads=a.pads, dilations=a.dilations, group=a.group, **extra))
         else:
             alpha, beta, out = a.alpha, a.beta, a.outputs[0]
             cur = f"{name}__mm"
