@@ -14,6 +14,7 @@ compact so that max|W| (which sets the conductance scale G = |W| g_max / max|W|)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -79,12 +80,18 @@ class HWAConfig:
         return asdict(self)
 
 
+@lru_cache(maxsize=None)
+def _shape_device(name: str):
+    """The device whose programming-noise curve shapes the noise (built once, not every step)."""
+    return make_device(name)
+
+
 def weight_noise_std(w: torch.Tensor, cfg: HWAConfig) -> torch.Tensor:
     """Std of the injected noise for each weight (a scalar tensor for the gaussian shape)."""
     w_max = w.detach().abs().max().clamp(min=1e-12)
     if cfg.noise_shape == "gaussian":
         return cfg.noise * w_max
-    dev = make_device(cfg.noise_shape)
+    dev = _shape_device(cfg.noise_shape)
     g = w.detach().abs() / w_max * dev.g_max
     return (cfg.noise / C.HWA_ETA_TRAIN) * dev.prog_noise_std(g) / dev.g_max * w_max
 
