@@ -14,7 +14,7 @@ compact so that max|W| (which sets the conductance scale G = |W| g_max / max|W|)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ class HWAConfig:
         return asdict(self)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape_device(name: str):
     """The device whose programming-noise curve shapes the noise (built once, not every step)."""
     return make_device(name)
