@@ -1,7 +1,8 @@
 """The mapped artifact (CONTRACTS §3, format 1): build it from a normalized model, write it atomically.
 
 Every analog node is replaced in place (same inputs/outputs, same position) by an analog node of the
-contract's domain (runtime.contract: AnalogConv / AnalogMatMul, written by its writer) whose W
+contract's domain (runtime.contract: AnalogConv / AnalogMatMul / AnalogConvTranspose / AnalogLSTM /
+AnalogGRU / AnalogRNN, written by its writer) whose W
 initializer holds the original weights exactly and whose G_SCALE holds the conductance scale. Outputs
 are written through runtime.outputs.write_files: temporary files in the destination folder, moved into
 place only when all of them exist (the model last), so a failed or interrupted compile leaves the old
@@ -53,8 +54,12 @@ def build_mapped_model(model: onnx.ModelProto, layers: list[Layer], scales: dict
             # between two Casts, so the graph around it keeps its types
             x, bias, outputs = _float32_boundary(node.name, x, bias, outputs, low.dtype, inits, new_nodes,
                                                  new_inits)
+        if low.op_type in contract.RECURRENT_OPS:  # Y, Y_h[, Y_c] and the op's optional inputs
+            outputs = list(node.output)
         analog, inits_ = contract.make_analog_node(low.op_type, node.name, x, low.W, scales[node.name],
-                                                   outputs, low.attrs, tiles[node.name], bias=bias)
+                                                   outputs, low.attrs, tiles[node.name], bias=bias,
+                                                   extra_inputs=low.extra.get("extra_inputs"),
+                                                   shares=ly.shares)
         new_inits.extend(inits_)
         new_nodes.append(analog)
         if outputs[0] != node.output[0]:

@@ -20,6 +20,7 @@ import onnx.inliner
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper, shape_inference
 
+from compiler.recurrent import split_directions
 from runtime import contract
 from runtime.errors import AcompileError
 from runtime.untrusted import check_external_data, external_tensors
@@ -458,6 +459,7 @@ def load_and_normalize(path: str | os.PathLike, info: dict | None = None) -> onn
         model = fold_with_onnxscript(model)
         fold_constant_weights(model)
     name_nodes(model)
+    split_directions(model)  # one node per direction of a bidirectional LSTM / GRU / RNN
     model = infer_shapes(model, label)
     check_sizes(model)
     fixed = generalize_batch(model, label)

@@ -18,6 +18,7 @@ import onnx
 from onnx import helper
 
 from compiler.graph import GraphInfo
+from compiler.recurrent import ANALOG_OP, node_attrs, reads_per_step, resolved_activations
 from runtime import contract
 from runtime.errors import AcompileError
 
@@ -26,7 +27,7 @@ from runtime.errors import AcompileError
 class Lowering:
     """What the artifact writer needs to replace one node by an ai.acompile node."""
 
-    op_type: str  # contract.ANALOG_CONV | contract.ANALOG_MATMUL | contract.ANALOG_CONV_TRANSPOSE
+    op_type: str  # one of contract.ANALOG_OPS
     W: np.ndarray  # [rows, cols] float32, the original weights exactly
     x: str  # input activation tensor name
     bias: str | None  # bias tensor name (kept as is; digital)
@@ -225,6 +226,11 @@ def _row_positions(node: onnx.NodeProto, info: GraphInfo, x: str) -> int:
         return _positions(node, rest, "input leading (non-batch)") if rest else 1
     if len(lead) == 1:
         return 1  # [batch, K]
+    unknown = [d for d in lead if not (isinstance(d, int) and d > 0)]
+    if len(unknown) == 1 and info.batch_symbols:
+        # one dim shape inference could not name (a fresh symbol after a Reshape of the batch) in a model
+        # whose batch is dynamic and whose other dims are static: that dim is the batch
+        return math.prod(d for d in lead if isinstance(d, int) and d > 0)
     if info.static_batch and all(isinstance(d, int) and d > 0 for d in lead):
         total = math.prod(lead)
         if total % info.static_batch == 0:
@@ -258,7 +264,8 @@ def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowerin
     if b is None:
         if a_const is not None:
             return "constant on the left of MatMul (W @ x): kept digital"
-        return "MatMul of two activations (no constant weight): digital"
+        return ("MatMul of two activations (no constant weight, e.g. attention's QK^T or AV): digital, both "
+                "operands change with every input while a crossbar holds programmed weights")
     if b.ndim != 2:
         return f"MatMul with a rank-{b.ndim} constant (batched weights): digital"
     dtype = _weight_type(node, info)
@@ -273,9 +280,60 @@ def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowerin
                     dtype=dtype)
 
 
+def lower_recurrent(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
+    """An LSTM / GRU / RNN of one direction -> AnalogLSTM / AnalogGRU / AnalogRNN (or why it stays
+    digital)."""
+    attrs = node_attrs(node)
+    op = node.op_type
+    direction = attrs.get("direction", "forward")
+    if direction == "bidirectional":
+        return "bidirectional with weights computed at run time: digital (W and R must be constants)"
+    w = info.const(node.input[1]) if len(node.input) > 1 else None
+    r = info.const(node.input[2]) if len(node.input) > 2 else None
+    if w is None or r is None:
+        return f"{op} weights W / R computed at run time (not constants): digital"
+    dtype = _weight_type(node, info)
+    if isinstance(dtype, str):
+        return dtype
+    if dtype != onnx.TensorProto.FLOAT:
+        return f"{op} with {onnx.TensorProto.DataType.Name(dtype).lower()} weights: digital (float32 only)"
+    if _empty(node, w) or r.size == 0:
+        return _empty(node, w) or f"empty recurrent weight {node.input[2]!r}: nothing to map, kept digital"
+    gates = contract.RECURRENT_GATES[ANALOG_OP[op]]
+    hidden = int(r.shape[-1])
+    if w.ndim != 3 or r.ndim != 3 or w.shape[0] != 1 or w.shape[1] != gates * hidden \
+            or r.shape[:2] != (1, gates * hidden):
+        return (f"{op} weights W {list(w.shape)} / R {list(r.shape)} do not have the ONNX layout "
+                f"[1, {gates} * hidden, input] / [1, {gates} * hidden, hidden]: digital")
+    for i, what in ((3, "B"), (7, "P")):
+        name = node.input[i] if len(node.input) > i else ""
+        if name and info.const(name) is None:
+            return f"{op} {what} computed at run time (not a constant): kept digital"
+    act = resolved_activations(op, attrs, 1)[0]
+    W = np.ascontiguousarray(np.concatenate([w[0].T, r[0].T], axis=0).astype(np.float32))
+    a = contract.recurrent_attrs(
+        ANALOG_OP[op], hidden, int(w.shape[2]), direction, act[0], layout=int(attrs.get("layout", 0)),
+        activation_alpha=act[1], activation_beta=act[2], clip=attrs.get("clip"),
+        input_forget=int(attrs.get("input_forget", 0)),
+        linear_before_reset=int(attrs.get("linear_before_reset", 0)))
+    x_shape = info.shape(node.input[0])
+    steps = x_shape[1 if a["layout"] else 0] if x_shape and len(x_shape) == 3 else None
+    steps = steps if isinstance(steps, int) and steps > 0 else None
+    per_step = reads_per_step(op, attrs)
+    bias = node.input[3] if len(node.input) > 3 and node.input[3] else None
+    extra_inputs = [node.input[i] if len(node.input) > i else "" for i in range(4, 8)]
+    return Lowering(ANALOG_OP[op], W, node.input[0], bias, a, per_step * (steps or 1),
+                    weight_name=node.input[1], dtype=dtype,
+                    extra={"extra_inputs": extra_inputs, "outputs": list(node.output), "steps": steps,
+                           "mvms_per_step": per_step})
+
+
 LOWERERS: dict[str, Callable[[onnx.NodeProto, GraphInfo, dict], Lowering | str]] = {
     "Conv": lower_conv,
     "ConvTranspose": lower_conv_transpose,
     "Gemm": lower_gemm,
     "MatMul": lower_matmul,
+    "LSTM": lower_recurrent,
+    "GRU": lower_recurrent,
+    "RNN": lower_recurrent,
 }

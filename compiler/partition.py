@@ -1,12 +1,13 @@
 """Partitioning: decide for every weight layer whether it runs on analog tiles or digitally, and why.
 
-Rules (DESIGN §5): Conv / ConvTranspose (group=1), Gemm, MatMul with a constant weight are analog when
-the target lists the op in [mapping].analog_ops; grouped/depthwise conv (and conv transpose) is digital
-(target policy grouped_conv); layers named in ``--digital`` are digital; the target's
-first_layer/last_layer policy applies to the analog layers with no analog ancestor/descendant. Weight ops
-without an analog lowering (LSTM, GRU, ...) are digital weight layers whose reason says whether
-`acompile eval` can run them. NaN / Inf in a weight or bias is refused, naming the node. Everything else
-is a digital op.
+Rules (DESIGN §5): Conv / ConvTranspose (group=1), Gemm, MatMul with a constant weight and each
+direction of an LSTM / GRU / RNN with constant W and R are analog when the target lists the op in
+[mapping].analog_ops; grouped/depthwise conv (and conv transpose) is digital (target policy
+grouped_conv); a MatMul of two activations (attention's QK^T and AV) is digital; layers named in
+``--digital`` are digital; the target's first_layer/last_layer policy applies to the analog layers with
+no analog ancestor/descendant. Weight ops without an analog lowering (DeformConv, quantized ops) are
+digital weight layers whose reason says whether `acompile eval` can run them. NaN / Inf in a weight or
+bias is refused, naming the node. Everything else is a digital op.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ REASON_ANALOG = "analog-eligible"
 #: with a reason that says whether `acompile eval` can run them (contract.EMULATOR_OPS). Op -> the
 #: inputs that hold its weights.
 DIGITAL_WEIGHT_OPS: dict[str, tuple[int, ...]] = {
-    "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2), "DeformConv": (1,),
+    "DeformConv": (1,),
     "ConvInteger": (1,), "MatMulInteger": (1,), "QLinearConv": (3,), "QLinearMatMul": (3,),
 }
 #: Inputs of the mapped ops checked for NaN / Inf (weights and biases).
-_CHECKED_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
+_CHECKED_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1),
+                   "LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3)}
+#: weight inputs of the ops in the report's `matrix` / `weights` of a digital layer
+_WEIGHT_INPUTS = {"LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 
 
 def emulated(op: str) -> bool:
@@ -54,7 +58,7 @@ def weight_matrix(node: onnx.NodeProto, info: GraphInfo) -> tuple[list[int] | No
     """([rows = fan-in, cols = fan-out] of the layer as one crossbar matrix, or None; weight count) for
     a weight layer that is not mapped (the report's `matrix` and `weights`)."""
     op = node.op_type
-    idx = DIGITAL_WEIGHT_OPS.get(op, (1,))
+    idx = DIGITAL_WEIGHT_OPS.get(op) or _WEIGHT_INPUTS.get(op, (1,))
     ws = [info.const(node.input[i]) if len(node.input) > i and node.input[i] else None for i in idx]
     ws = [w for w in ws if w is not None]
     if not ws:
@@ -86,6 +90,7 @@ class Layer:
     reason: str
     lowering: Lowering | None = None
     aliases: set[str] = field(default_factory=set)
+    shares: str | None = None  # an earlier analog layer of the same constant weight, whose array it reads
 
 
 def _module_path(name: str, last_scope: bool = True) -> str | None:
@@ -114,11 +119,15 @@ def aliases(node: onnx.NodeProto) -> set[str]:
     ``layers.0.conv1``; weight ``fc.weight`` -> ``fc``.
     """
     out = {node.name}
+    if node.op_type in _WEIGHT_INPUTS:  # a direction of a split recurrent node answers to the node's name
+        for suffix in ("_forward", "_reverse"):
+            if node.name.endswith(suffix):
+                out.add(node.name[: -len(suffix)])
     if node.name.startswith("/") and node.name.count("/") >= 2:
         out.add(".".join(node.name.strip("/").split("/")[:-1]))
         out.add(_module_path(node.name) or node.name)
         out.add(_module_path(node.name, last_scope=False) or node.name)
-    if len(node.input) > 1 and node.input[1]:
+    if len(node.input) > 1 and node.input[1] and node.op_type not in _WEIGHT_INPUTS:
         w = node.input[1]
         out.add(w)
         for suffix in (".weight", ".weight_T", "_weight"):
@@ -191,7 +200,8 @@ def partition(info: GraphInfo, target: dict, digital: list[str] | None = None) -
             for i in _CHECKED_INPUTS[node.op_type]:
                 value = info.const(node.input[i]) if len(node.input) > i and node.input[i] else None
                 if value is not None:
-                    check_finite(node, node.input[i], value, "bias" if i == 2 else "weight")
+                    what = "weight" if i == 1 or (i == 2 and node.op_type in _WEIGHT_INPUTS) else "bias"
+                    check_finite(node, node.input[i], value, what)
         elif node.op_type in DIGITAL_WEIGHT_OPS:
             layers.append(Layer(name, node.op_type, False, no_lowering_reason(node.op_type),
                                 aliases=aliases(node)))
@@ -222,7 +232,25 @@ def partition(info: GraphInfo, target: dict, digital: list[str] | None = None) -
             ly.analog, ly.reason, ly.lowering = False, "first layer: target policy first_layer=digital", None
         elif ly.name in last and target["mapping"]["last_layer"] == "digital":
             ly.analog, ly.reason, ly.lowering = False, "last layer: target policy last_layer=digital", None
+    share_arrays(layers)
     return layers
+
+
+def share_arrays(layers: list[Layer]) -> None:
+    """Analog layers of one constant weight (the per-step MatMuls of an RNN that an exporter unrolled,
+    tied weights) read one array: each later one `shares` the first's tiles and programmed devices
+    instead of holding a copy (same weight tensor, same analog op and attributes, equal matrix)."""
+    first: dict[tuple, Layer] = {}
+    for ly in layers:
+        low = ly.lowering
+        if not ly.analog or low is None or not low.weight_name:
+            continue
+        key = (low.weight_name, low.op_type, repr(sorted(low.attrs.items())), low.W.shape)
+        owner = first.setdefault(key, ly)
+        if owner is not ly and np.array_equal(owner.lowering.W, low.W):
+            ly.shares = owner.name
+            ly.reason = (f"analog: reads the array of {owner.name} (the same constant weight), no tiles of "
+                         "its own")
 
 
 def digital_op_counts(model: onnx.ModelProto, layers: list[Layer]) -> Counter:

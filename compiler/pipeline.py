@@ -64,7 +64,7 @@ def estimate_tiles(layers: list, R: int, C: int) -> int:
     """Tiles without packing (= matrix blocks) the analog layers need: sum of ceil(rows/R)*ceil(cols/C)."""
     total = 0
     for ly in layers:
-        if ly.analog:
+        if ly.analog and not ly.shares:
             rows, cols = ly.lowering.W.shape
             total += -(-rows // R) * -(-cols // C)
     return total
@@ -91,11 +91,34 @@ def _layer_row(ly, node, info: GraphInfo, tiles, R: int, C: int, dpw: int) -> di
                 "tiles": len({t.tile for t in tiles[ly.name]}), "blocks": nb,
                 "utilization": round(rows * cols / (nb * R * C), 6) if nb else 0.0,
                 "devices": int(rows * cols * dpw), "mvms_per_inference": int(ly.lowering.mvms),
-                "weights": int(rows * cols)}
+                "weights": int(rows * cols), **_recurrent_row(ly.lowering)}
     matrix, weights = weight_matrix(node, info)
     return {"name": ly.name, "alias": alias, "op": ly.op, "analog": False, "reason": ly.reason,
             "emulated": emulated(ly.op), "matrix": matrix, "tiles": 0, "blocks": 0, "utilization": 0.0,
             "devices": 0, "mvms_per_inference": 0, "weights": weights}
+
+
+def _shared_rows(rows: list[dict[str, Any]], layers: list) -> list[dict[str, Any]]:
+    """A layer that reads another's array (`shares`) has no tiles, blocks or devices of its own; its MVMs
+    run on the owner's tiles, so the owner's row counts them (`shared_by` names the readers)."""
+    by_name = {r["name"]: r for r in rows}
+    for ly, row in zip(layers, rows, strict=True):
+        if not getattr(ly, "shares", None):
+            continue
+        owner = by_name[ly.shares]
+        owner["mvms_per_inference"] += row["mvms_per_inference"]
+        owner.setdefault("shared_by", []).append(ly.name)
+        row.update(tiles=0, blocks=0, devices=0, utilization=0.0, mvms_per_inference=0,
+                   shares_tiles_with=ly.shares)
+    return rows
+
+
+def _recurrent_row(low) -> dict[str, Any]:
+    """A recurrent layer's time steps and array reads per step (its MVMs per inference are their
+    product per block; with a dynamic sequence length, steps is None and the count is per step)."""
+    if "mvms_per_step" not in low.extra:
+        return {}
+    return {"steps": low.extra["steps"], "mvms_per_step": int(low.extra["mvms_per_step"])}
 
 
 def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
@@ -161,6 +184,8 @@ def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: 
     analog = [ly for ly in layers if ly.analog]
     blocks: list[Block] = []
     for i, ly in enumerate(analog):
+        if ly.shares:  # reads an earlier layer's array
+            continue
         rows, cols = ly.lowering.W.shape
         blocks += split(i, rows, cols, R, C)
     say("tiling")
@@ -175,12 +200,16 @@ def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: 
                                    tile_col=b.tile_col)
         tiles[analog[b.layer].name].append(entry)
         block_rows.append({"layer": analog[b.layer].name, **entry.to_json()})
+    for ly in analog:
+        if ly.shares:
+            tiles[ly.name] = tiles[ly.shares]
     say("conductances")
     mode = target["mapping"]["weight_scale"]
     g_max = target["device"]["g_max"]
     scales = {ly.name: g_scale(ly.lowering.W, g_max, mode) for ly in analog}
     dpw = target["tile"]["devices_per_weight"]
-    rows_out = [_layer_row(ly, info.nodes[ly.name], info, tiles, R, C, dpw) for ly in layers]
+    rows_out = _shared_rows([_layer_row(ly, info.nodes[ly.name], info, tiles, R, C, dpw) for ly in layers],
+                            layers)
     culprit = frontend.batch_culprit(model, fixed_batch) if fixed_batch is not None else None
     missing = unsupported_ops(model)
     report = build_report(model_path.name, target, rows_out, n_tiles, n_unpacked, pack,

@@ -101,7 +101,8 @@ def _layer_costs(cost: CostModel, layers: list[dict[str, Any]], blocks: list[dic
             ly["energy_per_inference_uj"] = ly["latency_per_inference_us"] = 0.0
             continue
         mvms = ly["mvms_per_inference"]
-        energy[ly["name"]] = {t: mvms * v for t, v in per_mvm.get(ly["name"], {}).items()}
+        per = per_mvm.get(ly["name"], dict.fromkeys(TERMS, 0.0))  # no blocks: reads another's array
+        energy[ly["name"]] = {t: mvms * v for t, v in per.items()}
         latency_us[ly["name"]] = mvms * t_mvm_ns * 1e-3  # its blocks run in parallel
         ly["energy_per_inference_uj"] = round(sum(energy[ly["name"]].values()) * 1e-6, 9)
         ly["latency_per_inference_us"] = round(latency_us[ly["name"]], 6)
@@ -139,6 +140,7 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
                     str(ly["tiles"]) if ly["analog"] else "-",
                     _pct(ly["utilization"]) if ly["analog"] else "-",
                     str(ly["devices"]) if ly["analog"] else "-",
+                    _mvms(ly) if ly["analog"] else "-",
                     f"{ly['energy_per_inference_uj']:.4f}" if ly["analog"] and
                     "energy_per_inference_uj" in ly else "-",
                     "analog" if ly["analog"] else "digital",
@@ -146,8 +148,21 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _mvms(ly: dict[str, Any]) -> str:
+    """Tile MVMs per inference (batch 1): positions (or time steps x reads per step) x blocks."""
+    blocks = ly.get("blocks", 0)
+    total = f"{ly['mvms_per_inference'] * blocks:,}"
+    if "mvms_per_step" in ly:
+        steps = ly.get("steps")
+        reads = ly["mvms_per_step"]
+        if steps is None:
+            return f"{reads * blocks:,} per step ({reads} read(s) x {blocks} block(s); dynamic length)"
+        return f"{total} ({steps} steps x {reads} read(s) x {blocks} block(s))"
+    return total
+
+
 HEADER = ["layer (short name)", "op", "matrix (rows x cols)", "tiles", "utilization", "devices",
-          "energy / inference (uJ)", "mapped", "eval runs it", "why"]
+          "tile MVMs / inference", "energy / inference (uJ)", "mapped", "eval runs it", "why"]
 
 
 def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:

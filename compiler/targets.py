@@ -28,7 +28,7 @@ TARGET_DIR = Path(__file__).parent / "targets"
 DEFAULT_BASE = "pcm"
 #: Built-in targets: one TOML each in compiler/targets (the default first).
 BUILTIN = tuple(sorted((p.stem for p in TARGET_DIR.glob("*.toml")), key=lambda n: (n != DEFAULT_BASE, n)))
-KNOWN_ANALOG_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+KNOWN_ANALOG_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
 
 
 def _input_range(v: Any) -> str | None:

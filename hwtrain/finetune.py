@@ -177,15 +177,17 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
 
     original = frontend.read_model(model_path)
     mapped, _report = map_model(model_path, target, digital)
-    # ConvTranspose stays digital in fine-tuning: HWALayer builds its geometry from the original weight
-    # in Conv layout, and a ConvTranspose weight is laid out (and flipped) differently on the tiles; it
-    # trains as a plain digital layer (it still maps analog when the fine-tuned model is compiled)
+    # ConvTranspose and LSTM / GRU / RNN stay digital in fine-tuning: HWALayer builds its geometry from
+    # the original weight in Conv / matrix layout, while a ConvTranspose weight is laid out (and flipped)
+    # differently on the tiles and a recurrent layer's array is [W^T; R^T] read once per step; they train
+    # as plain digital layers (and still map analog when the fine-tuned model is compiled)
+    digital_ops = (contract.ANALOG_CONV_TRANSPOSE, *contract.RECURRENT_OPS)
     analog_nodes = {n.output[0]: n for n in mapped.graph.node
-                    if n.domain == contract.DOMAIN and n.op_type != contract.ANALOG_CONV_TRANSPOSE}
+                    if n.domain == contract.DOMAIN and n.op_type not in digital_ops}
     if not analog_nodes:
         raise AcompileError(f"{str(model_path)!r}: no layer maps onto the {target.get('name')!r} crossbars "
-                            "(no Conv / Gemm / MatMul with a constant weight; ConvTranspose layers "
-                            "fine-tune digitally), nothing to fine-tune")
+                            "(no Conv / Gemm / MatMul with a constant weight; ConvTranspose and recurrent "
+                            "layers fine-tune digitally), nothing to fine-tune")
     shapes = {t.name: tuple(t.dims) for t in mapped.graph.initializer}
     settings = AnalogSettings.from_target(target, **(settings_overrides or {}))
     knobs = knobs or HWAKnobs()

@@ -70,8 +70,10 @@ def trainable_initializers(model: onnx.ModelProto) -> dict[str, str]:
                 src = source(node.input[i]) if len(node.input) > i else None
                 if src:
                     roles[src] = role
-        elif op in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
-            for i, role in ((1, "weight"), (2, "bias")):
+        elif op in ("Conv", "Gemm", "MatMul", "ConvTranspose", "LSTM", "GRU", "RNN"):
+            pairs = ((1, "weight"), (2, "weight"), (3, "bias")) if op in ("LSTM", "GRU", "RNN") \
+                else ((1, "weight"), (2, "bias"))
+            for i, role in pairs:
                 src = source(node.input[i]) if len(node.input) > i and node.input[i] else None
                 if src and floats[src].ndim >= (2 if role == "weight" else 1):
                     roles[src] = role

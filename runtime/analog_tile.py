@@ -29,7 +29,7 @@ from runtime.tile_calibration import RangeCalibration
 from runtime.tile_geometry import TileGeometry, mapped_inputs
 from runtime.tile_state import ProgrammedTile
 
-__all__ = ["AnalogLayer", "analog_factory", "ideal_analog"]
+__all__ = ["AnalogLayer", "ideal_analog"]
 
 
 def ideal_analog(info: NodeInfo, node: onnx.NodeProto):
@@ -58,6 +58,9 @@ class AnalogLayer:
     (`tile`: program / set_time), its calibrated converter ranges (`cal`), the drift-compensation factors
     (`alpha`), an optional fused epilogue, and the forward pass that folds all of these into one conv or
     matmul per row block plus the element-wise periphery."""
+
+    fuses_epilogue = True  # the executor's epilogue pass may hand it BN / residual / ReLU (set_epilogue)
+    owns_tile = True  # False: it reads another layer's array (contract `shares`), which programs it
 
     def __init__(self, info: NodeInfo, node: onnx.NodeProto, settings: AnalogSettings,
                  device: torch.device) -> None:
@@ -118,13 +121,22 @@ class AnalogLayer:
     def program(self, generator: torch.Generator | None) -> None:
         """Program this layer's devices once for a new chip; calibrated ranges are measured again."""
         self.alpha = None
-        self.tile.program(generator)
+        if self.owns_tile:
+            self.tile.program(generator)
         self.cal.reset()
         self._prepare()
 
     def set_time(self, t: float, generator: torch.Generator | None) -> None:
         """Effective weights t seconds after programming (ProgrammedTile.set_time)."""
-        self.tile.set_time(t, generator)
+        if self.owns_tile:
+            self.tile.set_time(t, generator)
+        self._prepare()
+
+    def read_array_of(self, owner: AnalogLayer) -> None:
+        """Read `owner`'s programmed array (the same weight, contract `shares`): programming and time are
+        the owner's, done before this layer's in the executor's order; this layer keeps its own converter
+        ranges and compensation factors."""
+        self.tile, self.owns_tile = owner.tile, False
         self._prepare()
 
     def start_calibration(self) -> None:
@@ -344,12 +356,3 @@ class AnalogLayer:
             out = out + residual
             out = out.clamp_min_(0) if relu else out
         return out
-
-
-def analog_factory(settings: AnalogSettings, device: torch.device):
-    """Executor factory building `AnalogLayer`s with the given settings."""
-
-    def make(info: NodeInfo, node: onnx.NodeProto) -> AnalogLayer:
-        return AnalogLayer(info, node, settings, device)
-
-    return make

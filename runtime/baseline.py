@@ -3,7 +3,7 @@
 The mapped artifact is the only input, so the baseline cannot drift from what was mapped:
 AnalogConv -> Conv(X, W.T.reshape(C_out, C_in, *k)[, B]); AnalogConvTranspose -> ConvTranspose(X, the
 conv weight with in / out swapped and the kernel flipped back[, B]); AnalogMatMul -> MatMul (+ Mul alpha)
-(+ Add beta * B).
+(+ Add beta * B); AnalogLSTM / AnalogGRU / AnalogRNN -> the LSTM / GRU / RNN of one direction.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
             continue
         a = contract.read_analog_node(node, inits)
         name, w_name = a.name, a.w_name
+        if a.is_recurrent:
+            new_nodes.append(_recurrent_node(a, g))
+            continue
         if a.is_conv or a.is_transposed:
             op, suffix, extra = (("ConvTranspose", "__convT", {"output_padding": a.output_padding})
                                  if a.is_transposed else ("Conv", "__conv", {}))
@@ -78,6 +81,22 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
     del m.opset_import[:]
     m.opset_import.extend(ops)
     return m
+
+
+def _recurrent_node(a: contract.AnalogNode, g: onnx.GraphProto) -> onnx.NodeProto:
+    """AnalogLSTM / AnalogGRU / AnalogRNN -> the ONNX op of one direction: W [1, G H, I] and R
+    [1, G H, H] from the rows of the array ([W^T; R^T]); the optional inputs and outputs as they are."""
+    assert a.W is not None
+    i = int(a.attrs["input_size"])
+    w = np.ascontiguousarray(a.W[:i].T[None])
+    r = np.ascontiguousarray(a.W[i:].T[None])
+    g.initializer.extend([numpy_helper.from_array(w, f"{a.w_name}__W"),
+                          numpy_helper.from_array(r, f"{a.w_name}__R")])
+    ins = [a.x, f"{a.w_name}__W", f"{a.w_name}__R", *a.inputs[contract.IN_B:]]
+    keep = ("hidden_size", "direction", "layout", "activations", "activation_alpha", "activation_beta",
+            "clip", "input_forget", "linear_before_reset")
+    attrs = {k: v for k, v in a.attrs.items() if k in keep}
+    return helper.make_node(a.orig_op, ins, a.outputs, name=a.name, **attrs)
 
 
 class OrtBaseline:

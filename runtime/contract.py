@@ -58,15 +58,31 @@ JSON_METADATA = (META_TARGET, META_MAPPING, META_PREPROCESSING, META_RECIPE, MET
 ANALOG_CONV = "AnalogConv"
 ANALOG_MATMUL = "AnalogMatMul"
 ANALOG_CONV_TRANSPOSE = "AnalogConvTranspose"
-ANALOG_OPS = (ANALOG_CONV, ANALOG_MATMUL, ANALOG_CONV_TRANSPOSE)
+# one direction of an ONNX LSTM / GRU / RNN: W = [W^T; R^T] ([input_size + hidden_size, gates *
+# hidden_size]): x_t and h_{t-1} drive the rows of one array, the gates' columns side by side; biases,
+# peepholes, nonlinearities and the cell update are digital (runtime/ops/recurrent.py)
+ANALOG_LSTM = "AnalogLSTM"
+ANALOG_GRU = "AnalogGRU"
+ANALOG_RNN = "AnalogRNN"
+RECURRENT_OPS = (ANALOG_LSTM, ANALOG_GRU, ANALOG_RNN)
+ANALOG_OPS = (ANALOG_CONV, ANALOG_MATMUL, ANALOG_CONV_TRANSPOSE, *RECURRENT_OPS)
 #: the analog ops with a conv geometry (kernel_shape, strides, pads, dilations; W rows = C_in * prod(k))
 CONV_OPS = (ANALOG_CONV, ANALOG_CONV_TRANSPOSE)
 
 INPUTS = ("X", "W", "G_SCALE", "B")  # X, W, G_SCALE required; B optional
 IN_X, IN_W, IN_G_SCALE, IN_B = 0, 1, 2, 3
 MIN_INPUTS, MAX_INPUTS = 3, 4
+# a recurrent op continues with the ONNX op's optional inputs
+# (B, initial_h, initial_c, P keep the ONNX shapes of one direction: [1, 2 * cols], [1, batch, hidden], ...)
+RECURRENT_INPUTS = (*INPUTS, "sequence_lens", "initial_h", "initial_c", "P")
+IN_SEQUENCE_LENS, IN_INITIAL_H, IN_INITIAL_C, IN_P = 4, 5, 6, 7
+RECURRENT_MAX_INPUTS = {ANALOG_LSTM: 8, ANALOG_GRU: 6, ANALOG_RNN: 6}
+RECURRENT_OUTPUTS = {ANALOG_LSTM: ("Y", "Y_h", "Y_c"), ANALOG_GRU: ("Y", "Y_h"), ANALOG_RNN: ("Y", "Y_h")}
+#: gates of each recurrent op (cols = gates * hidden_size)
+RECURRENT_GATES = {ANALOG_LSTM: 4, ANALOG_GRU: 3, ANALOG_RNN: 1}
 ORIG_OPS = {ANALOG_CONV: ("Conv",), ANALOG_MATMUL: ("Gemm", "MatMul"),
-            ANALOG_CONV_TRANSPOSE: ("ConvTranspose",)}
+            ANALOG_CONV_TRANSPOSE: ("ConvTranspose",), ANALOG_LSTM: ("LSTM",), ANALOG_GRU: ("GRU",),
+            ANALOG_RNN: ("RNN",)}
 
 
 #: Standard ONNX ops (domain ai.onnx) the runtime's executor runs beside the analog ops: what a mapped
@@ -76,12 +92,14 @@ EMULATOR_OPS = frozenset((
     "Abs", "Add", "And", "ArgMax", "ArgMin", "Atan", "AveragePool", "BatchNormalization", "Cast", "CastLike",
     "Ceil", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "DepthToSpace",
     "Div", "Dropout", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements",
-    "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid",
+    "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GRU", "HardSigmoid",
     "HardSwish", "Identity", "InstanceNormalization", "IsNaN", "LRN", "LayerNormalization", "LeakyRelu",
-    "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mish", "Mod",
+    "Less", "LessOrEqual", "Log", "LogSoftmax", "LSTM", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mish",
+    "Mod",
     "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "Range", "Reciprocal", "ReduceL1", "ReduceL2",
     "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape",
-    "Round", "Selu", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus", "Softsign",
+    "RNN", "Round", "Selu", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus",
+    "Softsign",
     "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "Tile", "Transpose",
     "Unsqueeze", "Where", "Xor",
 ))
@@ -123,7 +141,10 @@ class AttrSpec:
 
 _COMMON = (AttrSpec("layer", _A.STRING),  # the original node name
            AttrSpec("orig_op", _A.STRING),  # ORIG_OPS
-           AttrSpec("tiles", _A.STRING))  # JSON list of TileBlock entries
+           AttrSpec("tiles", _A.STRING),  # JSON list of TileBlock entries
+           # optional: the analog node whose array (W, G_SCALE, tiles, programmed devices) this one reads
+           # too -- nodes of one constant weight (a per-step MatMul of an unrolled RNN, tied weights)
+           AttrSpec("shares", _A.STRING, None))
 ATTRS: dict[str, dict[str, AttrSpec]] = {
     ANALOG_CONV: {s.name: s for s in (
         AttrSpec("kernel_shape", _A.INTS),
@@ -147,6 +168,18 @@ ATTRS: dict[str, dict[str, AttrSpec]] = {
         AttrSpec("beta", _A.FLOAT, 1.0),
         *_COMMON)},
 }
+OPTIONAL = None  # AttrSpec.default of an attribute that may be absent (no default value)
+_RECURRENT = (AttrSpec("hidden_size", _A.INT),
+              AttrSpec("input_size", _A.INT),  # W rows = input_size + hidden_size
+              AttrSpec("direction", _A.STRING, "forward"),  # forward | reverse (one direction per node)
+              AttrSpec("layout", _A.INT, 0),  # ONNX layout: 1 = batch first
+              AttrSpec("activations", _A.STRINGS),  # this direction's, resolved
+              AttrSpec("activation_alpha", _A.FLOATS, OPTIONAL),  # one per function that takes one
+              AttrSpec("activation_beta", _A.FLOATS, OPTIONAL),
+              AttrSpec("clip", _A.FLOAT, OPTIONAL))  # absent: no clip
+ATTRS[ANALOG_LSTM] = {s.name: s for s in (*_RECURRENT, AttrSpec("input_forget", _A.INT, 0), *_COMMON)}
+ATTRS[ANALOG_GRU] = {s.name: s for s in (*_RECURRENT, AttrSpec("linear_before_reset", _A.INT, 0), *_COMMON)}
+ATTRS[ANALOG_RNN] = {s.name: s for s in (*_RECURRENT, *_COMMON)}
 
 # --- the `tiles` attribute ----------------------------------------------------------------------------
 
@@ -317,9 +350,35 @@ def matmul_attrs(alpha: float = 1.0, beta: float = 1.0, orig_op: str = "MatMul")
     return {"alpha": float(alpha), "beta": float(beta), "orig_op": orig_op}
 
 
+def recurrent_attrs(op_type: str, hidden_size: int, input_size: int, direction: str, activations: list[str],
+                    *, layout: int = 0, activation_alpha: list[float] | None = None,
+                    activation_beta: list[float] | None = None, clip: float | None = None,
+                    input_forget: int = 0, linear_before_reset: int = 0, orig_op: str = "") -> dict[str, Any]:
+    """AnalogLSTM / AnalogGRU / AnalogRNN attributes (besides layer and tiles)."""
+    out: dict[str, Any] = {"hidden_size": int(hidden_size), "input_size": int(input_size),
+                           "direction": direction, "layout": int(layout),
+                           "activations": [str(a) for a in activations],
+                           "orig_op": orig_op or ORIG_OPS[op_type][0]}
+    if activation_alpha:
+        out["activation_alpha"] = [float(v) for v in activation_alpha]
+    if activation_beta:
+        out["activation_beta"] = [float(v) for v in activation_beta]
+    if clip is not None:
+        out["clip"] = float(clip)
+    if op_type == ANALOG_LSTM:
+        out["input_forget"] = int(input_forget)
+    if op_type == ANALOG_GRU:
+        out["linear_before_reset"] = int(linear_before_reset)
+    return out
+
+
 def _coerce(spec: AttrSpec, value: Any) -> Any:
     if spec.type == _A.INTS:
         return [int(v) for v in value]
+    if spec.type == _A.FLOATS:
+        return [float(v) for v in value]
+    if spec.type == _A.STRINGS:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
     if spec.type == _A.INT:
         return int(value)
     if spec.type == _A.FLOAT:
@@ -330,30 +389,39 @@ def _coerce(spec: AttrSpec, value: Any) -> Any:
 def make_analog_node(op_type: str, name: str, x: str, W: np.ndarray, g_scale: np.ndarray,
                      outputs: list[str], attrs: Mapping[str, Any],
                      tiles: Iterable[TileBlock | Mapping[str, int]], *, bias: str | None = None,
-                     layer: str | None = None) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+                     layer: str | None = None, extra_inputs: list[str] | None = None,
+                     shares: str | None = None) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
     """An analog node and its two initializers (W as `{name}.W`, G_SCALE as `{name}.G_SCALE`, float32).
 
     `attrs`: the op's attributes except `layer` (default: `name`) and `tiles` (conv_attrs /
-    matmul_attrs build them); each is written with the type its AttrSpec says. The result is checked
-    with check_analog_node, so the writer cannot produce what the reader refuses."""
+    matmul_attrs, recurrent_attrs build them); each is written with the type its AttrSpec says.
+    `extra_inputs`: a recurrent op's sequence_lens, initial_h, initial_c, P ("" for absent). `shares`: the
+    node whose array this one reads too (its W and G_SCALE are used; no initializers of its own are made,
+    and `W` / `g_scale` must equal the owner's). The result is checked with check_analog_node, so the
+    writer cannot produce what the reader refuses."""
     if op_type not in ATTRS:
         raise AcompileError(f"node {name!r} ({op_type}): not an analog op (one of {list(ANALOG_OPS)})")
     spec = ATTRS[op_type]
     values = {**attrs, "layer": layer if layer is not None else name, "tiles": tiles_json(tiles)}
+    if shares:
+        values["shares"] = shares
     unknown = sorted(set(values) - set(spec))
     if unknown:
         raise AcompileError(f"node {name!r} ({op_type}): unknown attribute(s) {unknown}")
     W = np.ascontiguousarray(np.asarray(W, dtype=np.float32))
     g = np.ascontiguousarray(np.asarray(g_scale, dtype=np.float32).reshape(-1))
-    inits = [numpy_helper.from_array(W, w_name(name)), numpy_helper.from_array(g, g_scale_name(name))]
-    node = helper.make_node(op_type, [x, w_name(name), g_scale_name(name)] + ([bias] if bias else []),
-                            list(outputs), name=name, domain=DOMAIN)
+    owner = shares or name
+    inits = [numpy_helper.from_array(W, w_name(owner)), numpy_helper.from_array(g, g_scale_name(owner))]
+    ins = [x, w_name(owner), g_scale_name(owner), bias or "", *(extra_inputs or [])]
+    while len(ins) > MIN_INPUTS and not ins[-1]:
+        ins.pop()
+    node = helper.make_node(op_type, ins, list(outputs), name=name, domain=DOMAIN)
     for k in spec:  # the spec's order
         if k in values:
             node.attribute.append(helper.make_attribute(k, _coerce(spec[k], values[k]),
                                                         attr_type=spec[k].type))
     check_analog_node(node, {t.name: t for t in inits})
-    return node, inits
+    return node, ([] if shares else inits)
 
 
 def add_domain(model: onnx.ModelProto) -> None:
@@ -412,6 +480,12 @@ class AnalogNode:
     attrs: dict[str, Any] = field(default_factory=dict)  # every attribute, decoded, defaults filled in
 
     output_padding: list[int] | None = None
+    inputs: list[str] = field(default_factory=list)  # every input name (a recurrent op's states, ...)
+
+    @property
+    def is_recurrent(self) -> bool:
+        """One direction of an LSTM / GRU / RNN (AnalogLSTM, AnalogGRU, AnalogRNN)."""
+        return self.op_type in RECURRENT_OPS
 
     @property
     def is_conv(self) -> bool:
@@ -454,7 +528,13 @@ def _decode(a: onnx.AttributeProto) -> Any:
     if isinstance(v, bytes):
         return v.decode()
     if isinstance(v, list):
-        return [int(x) for x in v] if a.type == _A.INTS else v
+        if a.type == _A.INTS:
+            return [int(x) for x in v]
+        if a.type == _A.STRINGS:
+            return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
+        if a.type == _A.FLOATS:
+            return [float(x) for x in v]
+        return v
     return v
 
 
@@ -506,12 +586,81 @@ def read_attrs(node: onnx.NodeProto) -> dict[str, Any]:
                                     f"stride or the dilation on each axis")
         if got["group"] != 1:
             raise AcompileError(f"{w}: group must be 1 (format {FORMAT_VERSION}), got {got['group']}")
+    elif node.op_type in RECURRENT_OPS:
+        _check_recurrent_attrs(node, got, spec)
     else:
         for name in ("alpha", "beta"):
             got.setdefault(name, spec[name].default)
             if not math.isfinite(got[name]):
                 raise AcompileError(f"{w}: attribute {name!r} must be finite, got {got[name]}")
     return got
+
+
+#: activation functions of ONNX recurrent ops (lower case); the ONNX defaults of each cell's functions
+#: and of the alpha / beta of those that take one (the defaults of the ONNX ops of the same name)
+RECURRENT_ACTIVATIONS = ("relu", "tanh", "sigmoid", "affine", "leakyrelu", "thresholdedrelu", "scaledtanh",
+                         "hardsigmoid", "elu", "softsign", "softplus")
+DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
+ACTIVATION_ALPHA = {"affine": 1.0, "leakyrelu": 0.01, "thresholdedrelu": 1.0, "scaledtanh": 1.0,
+                    "hardsigmoid": 0.2, "elu": 1.0}
+ACTIVATION_BETA = {"affine": 0.0, "scaledtanh": 1.0, "hardsigmoid": 0.5}
+_TAKES_ALPHA, _TAKES_BETA = tuple(ACTIVATION_ALPHA), tuple(ACTIVATION_BETA)
+_N_ACTIVATIONS = {ANALOG_LSTM: 3, ANALOG_GRU: 2, ANALOG_RNN: 1}
+
+
+def resolve_activations(op: str, names: list[str] | None, alphas: list[float] | None,
+                        betas: list[float] | None, directions: int
+                        ) -> list[tuple[list[str], list[float], list[float]]]:
+    """Per direction of an ONNX LSTM / GRU / RNN: (its activation functions, the alpha of each that takes
+    one, the beta of each that takes one), the ONNX defaults filled in. activation_alpha / _beta are
+    consumed in order by the functions that take them (onnxruntime's reading). ValueError on a wrong
+    count or an unknown function."""
+    k = len(DEFAULT_ACTIVATIONS[op])
+    names = list(names) if names else list(DEFAULT_ACTIVATIONS[op]) * directions
+    if len(names) != k * directions:
+        raise ValueError(f"{op} needs {k * directions} activations ({k} per direction), got {len(names)}")
+    bad = [n for n in names if n.lower() not in RECURRENT_ACTIVATIONS]
+    if bad:
+        raise ValueError(f"unknown activation {bad[0]!r}")
+    a_it, b_it = iter(alphas or []), iter(betas or [])
+    out = []
+    for d in range(directions):
+        acts = names[d * k:(d + 1) * k]
+        al = [float(next(a_it, ACTIVATION_ALPHA[n.lower()])) for n in acts if n.lower() in ACTIVATION_ALPHA]
+        be = [float(next(b_it, ACTIVATION_BETA[n.lower()])) for n in acts if n.lower() in ACTIVATION_BETA]
+        out.append((acts, al, be))
+    return out
+
+
+def _check_recurrent_attrs(node: onnx.NodeProto, got: dict[str, Any], spec: dict[str, AttrSpec]) -> None:
+    w = node_label(node)
+    for name, s in spec.items():
+        if s.default is not REQUIRED and s.default is not OPTIONAL:
+            got.setdefault(name, s.default)
+    for name in ("hidden_size", "input_size"):
+        if got[name] <= 0:
+            raise AcompileError(f"{w}: attribute {name!r} must be > 0, got {got[name]}")
+    if got["direction"] not in ("forward", "reverse"):
+        raise AcompileError(f"{w}: attribute 'direction' must be forward or reverse (one direction per "
+                            f"analog node), got {got['direction']!r}")
+    if got["layout"] not in (0, 1):
+        raise AcompileError(f"{w}: attribute 'layout' must be 0 or 1, got {got['layout']}")
+    acts = [a.lower() for a in got["activations"]]
+    if len(acts) != _N_ACTIVATIONS[node.op_type] or any(a not in RECURRENT_ACTIVATIONS for a in acts):
+        raise AcompileError(f"{w}: attribute 'activations' must be {_N_ACTIVATIONS[node.op_type]} of "
+                            f"{list(RECURRENT_ACTIVATIONS)} (any case), got {got['activations']}")
+    for name, takes in (("activation_alpha", _TAKES_ALPHA), ("activation_beta", _TAKES_BETA)):
+        n = sum(a in takes for a in acts)
+        v = got.get(name)
+        if v is not None and (len(v) != n or not all(math.isfinite(x) for x in v)):
+            raise AcompileError(f"{w}: attribute {name!r} must hold one finite value per activation that "
+                                f"takes one ({n}), got {v}")
+    clip = got.get("clip")
+    if clip is not None and not (math.isfinite(clip) and clip > 0):
+        raise AcompileError(f"{w}: attribute 'clip' must be > 0 when present, got {clip}")
+    for name in ("input_forget", "linear_before_reset"):
+        if name in got and got[name] not in (0, 1):
+            raise AcompileError(f"{w}: attribute {name!r} must be 0 or 1, got {got[name]}")
 
 
 def _tensor_info(t: onnx.TensorProto | np.ndarray) -> tuple[tuple[int, ...], str]:
@@ -560,9 +709,12 @@ def check_tensors(node: onnx.NodeProto, w: Any, g: Any = None, b: Any = None, *,
     if b is not None:
         bshape, btype = info(b)
         conv = node.op_type in CONV_OPS
-        ok = bshape == (cols,) if conv else (not bshape or bshape[-1] in (1, cols))
-        if not ok or btype != "float32":
+        if node.op_type in RECURRENT_OPS:  # the ONNX op's B of one direction: [1, Wb; Rb]
+            ok, want = bshape == (1, 2 * cols), f"[1, {2 * cols}] (Wb and Rb)"
+        else:
+            ok = bshape == (cols,) if conv else (not bshape or bshape[-1] in (1, cols))
             want = f"[{cols}]" if conv else f"[..., {cols}]"
+        if not ok or btype != "float32":
             raise AcompileError(f"{wh}: B must be float32 {want}, got {btype} {list(bshape)}")
 
 
@@ -574,10 +726,20 @@ def read_analog_node(node: onnx.NodeProto,
     the tensors' shapes and types without converting them to arrays (W, g_scale, bias stay None)."""
     wh = node_label(node)
     attrs = read_attrs(node)
-    if not MIN_INPUTS <= len(node.input) <= MAX_INPUTS:
-        raise AcompileError(f"{wh}: has {len(node.input)} inputs, expected (X, W, G_SCALE[, B])")
-    if not node.input[IN_X] or len(node.output) != 1 or not node.output[0]:
-        raise AcompileError(f"{wh}: needs an input X and exactly one output Y")
+    recurrent = node.op_type in RECURRENT_OPS
+    if recurrent:
+        most = RECURRENT_MAX_INPUTS[node.op_type]
+        if not MIN_INPUTS <= len(node.input) <= most:
+            raise AcompileError(f"{wh}: has {len(node.input)} inputs, expected "
+                                f"({', '.join(RECURRENT_INPUTS[:most])}; from B on optional)")
+        outs = RECURRENT_OUTPUTS[node.op_type]
+        if not node.input[IN_X] or not 1 <= len(node.output) <= len(outs) or not any(node.output):
+            raise AcompileError(f"{wh}: needs an input X and outputs ({', '.join(outs)}), at least one")
+    else:
+        if not MIN_INPUTS <= len(node.input) <= MAX_INPUTS:
+            raise AcompileError(f"{wh}: has {len(node.input)} inputs, expected (X, W, G_SCALE[, B])")
+        if not node.input[IN_X] or len(node.output) != 1 or not node.output[0]:
+            raise AcompileError(f"{wh}: needs an input X and exactly one output Y")
     inits = initializers or {}
     bias_name = node.input[IN_B] if len(node.input) > IN_B and node.input[IN_B] else None
     tw, tg = inits.get(node.input[IN_W]), inits.get(node.input[IN_G_SCALE])
@@ -591,6 +753,12 @@ def read_analog_node(node: onnx.NodeProto,
     tiles = parse_tiles(attrs["tiles"], wh)
     if w_shape is not None:
         w_shape = (int(w_shape[0]), int(w_shape[1]))
+        if recurrent:
+            h, i = attrs["hidden_size"], attrs["input_size"]
+            want = (i + h, RECURRENT_GATES[node.op_type] * h)
+            if w_shape != want:
+                raise AcompileError(f"{wh}: W must be [input_size + hidden_size, gates * hidden_size] = "
+                                    f"{list(want)}, got {list(w_shape)}")
         check_blocks(tiles, *w_shape, wh)
     out = AnalogNode(name=node.name or node.output[0], op_type=node.op_type, layer=attrs["layer"],
                      orig_op=attrs["orig_op"], x=node.input[IN_X], outputs=list(node.output),
@@ -604,8 +772,9 @@ def read_analog_node(node: onnx.NodeProto,
         out.kernel_shape, out.strides = attrs["kernel_shape"], attrs["strides"]
         out.pads, out.dilations, out.group = attrs["pads"], attrs["dilations"], attrs["group"]
         out.output_padding = attrs.get("output_padding")
-    else:
+    elif not recurrent:
         out.alpha, out.beta = float(attrs["alpha"]), float(attrs["beta"])
+    out.inputs = list(node.input)
     return out
 
 
@@ -696,9 +865,24 @@ def check_mapped(model: onnx.ModelProto, what: str = "model") -> list[AnalogNode
         a = read_analog_node(n, inits, load=False)
         check_blocks(a.tiles, a.rows, a.cols, node_label(n), tile=tile, tiles_per_chip=tpc)
         nodes.append(a)
+    # a node that reads another's array has that node's W, G_SCALE and tiles
+    by_name = {a.name: a for a in nodes}
+    for a in nodes:
+        owner = a.attrs.get("shares")
+        if owner is None:
+            continue
+        o = by_name.get(owner)
+        if o is None or o.attrs.get("shares") is not None:
+            raise AcompileError(f"{what}: node {a.name!r} shares the array of {owner!r}, which is not an "
+                                "analog node holding its own array")
+        if (a.w_name, a.g_scale_name, a.tiles) != (o.w_name, o.g_scale_name, o.tiles):
+            raise AcompileError(f"node {a.name!r}: shares the array of {owner!r} but its W, G_SCALE or tiles "
+                                "differ from it")
     # blocks that share a physical tile (--pack) sit side by side in it
     by_tile: dict[int, list[tuple[str, TileBlock]]] = {}
     for a in nodes:
+        if a.attrs.get("shares") is not None:
+            continue  # its blocks are its owner's
         for b in a.tiles:
             by_tile.setdefault(b.tile, []).append((a.name, b))
     for t, placed in by_tile.items():

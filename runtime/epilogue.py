@@ -42,7 +42,7 @@ def fuse_epilogues(steps: list[Step], step_ops: list[str], consts: dict[str, Any
     drop: set[int] = set()  # steps absorbed by an earlier chain are not claimed again
     moved: dict[int, tuple[int, tuple]] = {}  # chain's last step -> (analog step, fused step)
     for k, (fn, ins, outs, name) in enumerate(steps):
-        if not hasattr(fn, "set_epilogue") or len(outs) != 1:
+        if not getattr(fn, "fuses_epilogue", False) or len(outs) != 1:
             continue
         ep, cur, extra, last = Epilogue(), outs[0], [], k
         j = next_step(cur, "BatchNormalization")

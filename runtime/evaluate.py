@@ -19,8 +19,9 @@ import torch
 
 from runtime import compensation as comp
 from runtime import contract
+from runtime.analog_nodes import analog_factory
 from runtime.analog_settings import AnalogSettings
-from runtime.analog_tile import AnalogLayer, analog_factory
+from runtime.analog_tile import AnalogLayer
 from runtime.baseline import OrtBaseline, target_of
 from runtime.errors import AcompileError
 from runtime.executor import Executor, load_model

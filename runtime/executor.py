@@ -182,9 +182,9 @@ class Executor:
             if node.op_type not in contract.ANALOG_OPS:
                 raise AcompileError(f"node '{name}' ({contract.DOMAIN}::{node.op_type}): unknown analog op")
             if self.analog_factory is None:
-                from runtime.analog_tile import ideal_analog
+                from runtime.analog_nodes import ideal_node
 
-                fn = ideal_analog(info, node)
+                fn = ideal_node(info, node)
             else:
                 fn = self.analog_factory(info, node)
             self.analog_layers.append(fn)

@@ -684,7 +684,7 @@ def _zero_size_model() -> onnx.ModelProto:
 _DATE = object()  # a TOML date literal (a type no key takes)
 #: candidate values; for each key the ones its check refuses are kept
 POOL: list[object] = [-3, 0, 1, 17, -1.0, 0.0, 1e300, math.nan, math.inf, -math.inf, "abc", "", True,
-                      [], ["Conv", "LSTM"], {"x": 1}, _DATE]
+                      [], ["Conv", "Attention"], {"x": 1}, _DATE]
 
 
 def toml_value(v: object) -> str:

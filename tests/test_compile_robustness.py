@@ -1,5 +1,5 @@
 """Reliability: data paths the user gives are used or refused; compile refuses what it cannot map (NaN /
-Inf weights, custom op domains, absurd tile counts) and says what eval cannot run (LSTM) or at which batch
+Inf weights, custom op domains, absurd tile counts) and says what eval cannot run (CumSum) or at which batch
 size a model works; empty weights do not crash; a transformer compiles and evaluates at any batch size;
 progress is reported on and off a terminal; the tile picture shows every tile; `--digital` takes the
 names users write; `acompile targets` shows units; outputs follow the umask."""
@@ -261,7 +261,8 @@ def test_emulator_ops_list_matches_the_runtime_registry():
     assert set(supported_ops()) == set(contract.EMULATOR_OPS)
 
 
-def test_lstm_is_a_digital_layer_and_eval_is_said_to_be_impossible(tmp_path, run_cli):
+def test_lstm_maps_analog_and_eval_runs_it(tmp_path, run_cli):
+    import numpy as np
     import torch
     from torch import nn
 
@@ -276,20 +277,45 @@ def test_lstm_is_a_digital_layer_and_eval_is_said_to_be_impossible(tmp_path, run
             return self.fc(out[:, -1])
 
     src = _torch_export(Net(), torch.randn(1, 1, 28, 28), tmp_path / "lstm.onnx", dynamic=True)
-    code, out, err = run_cli(src, "--target", "ideal", "-o", tmp_path / "lstm.pcm.onnx")
-    assert code == 0
-    assert "1 analog / 1 digital layers" in out
-    assert "acompile: warning: acompile eval cannot run this model: the emulator has no LSTM" in err
+    code, out, err = run_cli(src, "--target", "pcm", "-o", tmp_path / "lstm.pcm.onnx")
+    assert code == 0, err
+    assert "2 analog / 0 digital layers" in out and "warning" not in err
     report = json.loads((tmp_path / "lstm.pcm.json").read_text())
     lstm = next(ly for ly in report["layers"] if ly["op"] == "LSTM")
-    assert not lstm["analog"] and not lstm["emulated"]
-    assert "no analog lowering" in lstm["reason"] and "cannot run" in lstm["reason"]
+    assert lstm["analog"] and lstm["emulated"] and lstm["reason"] == "analog-eligible"
+    # x_t (28) and h_{t-1} (32) drive the rows, the 4 gates x 32 columns side by side; 28 steps, 1 read
     assert lstm["matrix"] == [28 + 32, 4 * 32] and lstm["weights"] == 4 * 32 * (28 + 32)
-    assert report["eval_supported"] is False and list(report["eval_unsupported"]) == ["LSTM"]
-    md = (tmp_path / "lstm.pcm.md").read_text()
+    assert lstm["steps"] == 28 and lstm["mvms_per_step"] == 1 and lstm["mvms_per_inference"] == 28
+    assert report["eval_supported"] is True
+    np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype("f4"))
+    code, out, err = run_cli("eval", tmp_path / "lstm.pcm.onnx", "--data", tmp_path / "in.npz", "--chips",
+                             "1",
+                             "--times", "1s", "--metric", "rel-error", "--quiet")
+    assert code == 0, err
+
+
+def test_an_op_the_emulator_lacks_is_said_at_compile(tmp_path, run_cli):
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(28, 10)
+
+        def forward(self, x):
+            return self.fc(torch.cumsum(x, dim=-1)).mean(dim=(1, 2))
+
+    src = _torch_export(Net(), torch.randn(1, 1, 28, 28), tmp_path / "cs.onnx", dynamic=True)
+    code, out, err = run_cli(src, "--target", "ideal", "-o", tmp_path / "cs.pcm.onnx")
+    assert code == 0
+    assert "acompile: warning: acompile eval cannot run this model: the emulator has no CumSum" in err
+    report = json.loads((tmp_path / "cs.pcm.json").read_text())
+    assert report["eval_supported"] is False and list(report["eval_unsupported"]) == ["CumSum"]
+    md = (tmp_path / "cs.pcm.md").read_text()
     assert "cannot run this model" in md and "**warning:**" in md
-    code, _, err = run_cli("eval", tmp_path / "lstm.pcm.onnx", "--chips", "1", "--times", "1s", "--quiet")
-    assert code == 2 and "LSTM" in err  # what the compile said
+    code, _, err = run_cli("eval", tmp_path / "cs.pcm.onnx", "--chips", "1", "--times", "1s", "--quiet")
+    assert code == 2 and "CumSum" in err  # what the compile said
 
 
 def test_conv_transpose_maps_analog_and_eval_runs(tmp_path):

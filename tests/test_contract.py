@@ -29,7 +29,8 @@ BUNDLED = sorted(p.name for p in Path(MODELS_DIR).glob("*.onnx"))
 def test_on_disk_names():
     """The literals files carry (CONTRACTS §3); changing one is a format change."""
     assert (contract.DOMAIN, contract.DOMAIN_VERSION, contract.FORMAT_VERSION) == ("ai.acompile", 1, "1")
-    assert contract.ANALOG_OPS == ("AnalogConv", "AnalogMatMul", "AnalogConvTranspose")
+    assert contract.ANALOG_OPS == ("AnalogConv", "AnalogMatMul", "AnalogConvTranspose", "AnalogLSTM",
+                                  "AnalogGRU", "AnalogRNN")
     assert contract.INPUTS == ("X", "W", "G_SCALE", "B")
     assert contract.MAPPED_METADATA == ("acompile.format", "acompile.target", "acompile.mapping")
     assert set(contract.METADATA_KEYS) == {
@@ -38,14 +39,23 @@ def test_on_disk_names():
     assert contract.TILE_KEYS == ("tile", "chip", "row_start", "row_end", "col_start", "col_end", "tile_row",
                                   "tile_col")
     A = onnx.AttributeProto
+    common = {"layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING, "shares": A.STRING}
     assert {k: s.type for k, s in contract.ATTRS["AnalogConv"].items()} == {
         "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS, "group": A.INT,
-        "layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING}
+        **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogMatMul"].items()} == {
-        "alpha": A.FLOAT, "beta": A.FLOAT, "layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING}
+        "alpha": A.FLOAT, "beta": A.FLOAT, **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogConvTranspose"].items()} == {
         "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS,
-        "output_padding": A.INTS, "group": A.INT, "layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING}
+        "output_padding": A.INTS, "group": A.INT, **common}
+    recurrent = {"hidden_size": A.INT, "input_size": A.INT, "direction": A.STRING, "layout": A.INT,
+                 "activations": A.STRINGS, "activation_alpha": A.FLOATS, "activation_beta": A.FLOATS,
+                 "clip": A.FLOAT, **common}
+    assert {k: s.type for k, s in contract.ATTRS["AnalogLSTM"].items()} == {**recurrent,
+                                                                            "input_forget": A.INT}
+    assert {k: s.type for k, s in contract.ATTRS["AnalogGRU"].items()} == {**recurrent,
+                                                                           "linear_before_reset": A.INT}
+    assert {k: s.type for k, s in contract.ATTRS["AnalogRNN"].items()} == recurrent
 
 
 # --- writer -> reader ---------------------------------------------------------------------------------

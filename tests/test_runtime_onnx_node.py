@@ -32,10 +32,10 @@ from runtime.ops import supported_ops
 REVIEWED_OPS = frozenset("""
     Abs Add And ArgMax ArgMin Atan AveragePool BatchNormalization Cast CastLike Ceil Clip Concat Constant
     ConstantOfShape Conv ConvTranspose Cos DepthToSpace Div Dropout Elu Equal Erf Exp Expand Flatten Floor
-    Gather GatherElements Gelu Gemm GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual HardSigmoid
-    HardSwish Identity InstanceNormalization IsNaN LRN LayerNormalization LeakyRelu Less LessOrEqual Log
+    Gather GatherElements Gelu Gemm GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid
+    HardSwish Identity InstanceNormalization IsNaN LRN LSTM LayerNormalization LeakyRelu Less LessOrEqual Log
     LogSoftmax MatMul Max MaxPool Mean Min Mish Mod Mul Neg Not Or PRelu Pad Pow Range Reciprocal ReduceL1
-    ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Round Selu
+    ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape RNN Round Selu
     Shape Sigmoid Sign Sin Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
     Tanh Tile Transpose Unsqueeze Where Xor
 """.split())

@@ -24,6 +24,6 @@ _LOADED = False
 def _load() -> None:
     global _LOADED
     if not _LOADED:
-        from runtime.ops import elementwise, nn, shape  # noqa: F401  (registration side effects)
+        from runtime.ops import elementwise, nn, recurrent, shape  # noqa: F401  (registration side effects)
 
         _LOADED = True
