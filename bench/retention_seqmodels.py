@@ -6,8 +6,9 @@ global, from 1 s to 1 year.
 
     python bench/retention_seqmodels.py --threads 2 [--only lstm,transformer,autoencoder] [--report]
 
-Writes bench/retention-seqmodels/{model}-{kind}.json, bench/RESULTS-seqmodels.md (the tables; the cards
-in models/ quote them) and the plot bench/retention-seqmodels.png.
+Writes bench/retention-seqmodels/{model}-{kind}.json, bench/RESULTS-seqmodels.md (the tables), the
+"Retention on PCM" section of each model's card (models/{model}-mnist-{kind}.md, between the markers
+`<!-- retention:start -->` / `<!-- retention:end -->`) and the plot bench/retention-seqmodels.png.
 """
 
 from __future__ import annotations
@@ -175,6 +176,39 @@ def plot(path: Path) -> None:
     plt.close(fig)
 
 
+def card_section(name: str) -> str:
+    """The card's retention section: this model's table (both twins, for comparison) and how it maps."""
+    how = {"lstm": "the LSTM's input and recurrent weights on one array `[W^T; R^T]` (156 x 512: 3 tiles of "
+                   "256x256 with the head), one analog read per time step (28 per image); gates and cell "
+                   "update digital",
+           "transformer": "the patch embedding, every attention projection (fused Q/K/V in-projection, "
+                          "output projection), the MLPs and the head on tiles; QK^T and AV (two "
+                          "activations), LayerNorm, Softmax and GELU digital",
+           "autoencoder": "every Conv, Linear and ConvTranspose (as the equivalent conv) on tiles"}[name]
+    return ("## Retention on PCM\n\n"
+            f"`acompile` maps {how}. Target `pcm` (8-bit DAC / ADC, output noise 0.04, programming noise, "
+            "drift, 1/f read noise), compensation none / global, from `python bench/retention_seqmodels.py "
+            f"--threads 2 --only {name}` (all numbers in `bench/RESULTS-seqmodels.md`, plot "
+            "`bench/retention-seqmodels.png`):\n\n" + markdown(name))
+
+
+def update_cards(names: list[str]) -> None:
+    start, end = "<!-- retention:start -->", "<!-- retention:end -->"
+    for name in names:
+        if not any(_load(name, k) for k in KINDS):
+            continue
+        block = f"{start}\n{card_section(name)}\n{end}"
+        for kind in KINDS:
+            card = BENCH.parent / "models" / f"{name}-mnist-{kind}.md"
+            text = card.read_text()
+            if start in text and end in text:
+                head, rest = text.split(start, 1)
+                text = head + block + rest.split(end, 1)[1]
+            else:
+                text = text.rstrip("\n") + "\n\n" + block + "\n"
+            card.write_text(text)
+
+
 HEADER = """# Recurrent, attention and generative models on PCM
 
 `python bench/retention_seqmodels.py --threads 2` (target `pcm`: 8-bit DAC / ADC, output noise 0.04,
@@ -209,6 +243,7 @@ def main() -> None:
     tables = [f"## {name}\n\n{text}" for name in MODELS if (text := markdown(name))]
     print("\n\n".join(tables))
     (BENCH / "RESULTS-seqmodels.md").write_text(HEADER + "\n\n".join(tables) + "\n")
+    update_cards(list(MODELS))
     plot(BENCH / "retention-seqmodels.png")
 
 

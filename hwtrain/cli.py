@@ -77,7 +77,8 @@ def _check_files(algorithm: str, out: str | None, json_path: str | None, checkpo
     help="hwa / plain (noise 0, clip off) train in torch; the rest train in memory",
 )
 @click.option(
-    "--epochs", type=opt.POS_INT, default=None, help="default: 10 for mlp/lenet5, 200 for resnet32"
+    "--epochs", type=opt.POS_INT, default=None,
+    help="default: 10 for mlp/lenet5, 20 for lstm/transformer/autoencoder, 200 for resnet32"
 )
 @click.option(
     "--noise",
@@ -191,7 +192,8 @@ def train_cmd(
     offset: float | None,
     params: tuple[str, ...],
 ) -> None:
-    """Train MODEL (mlp, lenet5, resnet32) hardware-aware and export it to ONNX with its recipe.
+    """Train MODEL (mlp, lenet5, resnet20/32, lstm, transformer, autoencoder) hardware-aware and export it
+    to ONNX with its recipe. The autoencoder trains with MSE against its input; the others with cross-entropy.
 
     \b
       acompile train mlp --dataset mnist --epochs 10 -o models/mlp-mnist.onnx

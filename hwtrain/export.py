@@ -68,8 +68,10 @@ def export_bytes(
     preprocessing: Preprocessing,
     recipe: dict,
     opset: int = 17,
+    output_name: str = OUTPUT_NAME,
 ) -> bytes:
     """The ONNX file of `model` as bytes, checked against the torch model with onnxruntime.
+    The output is `logits` (`output_name`: "reconstruction" for the zoo's autoencoder).
 
     Uses the TorchScript exporter with TrainingMode.PRESERVE and no constant folding: the eval-mode
     peephole of the exporter would otherwise fold BN into the preceding Conv.
@@ -88,8 +90,8 @@ def export_bytes(
             do_constant_folding=False,
             training=torch.onnx.TrainingMode.PRESERVE,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[output_name],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
         )
     proto = onnx.load_from_string(buf.getvalue())
     _inline_identity_initializers(proto.graph)

@@ -9,10 +9,19 @@ Why forward-only noise: the network learns weights whose function is flat under 
 PCM programming causes, while the optimizer keeps updating the clean weights (the noise is resampled
 each forward pass, no gradient flows into it). Clipping to k * std(W) keeps the weight distribution
 compact so that max|W| (which sets the conductance scale G = |W| g_max / max|W|) is not driven by outliers.
+
+Which weights: every Conv2d / Linear `weight`, and (weight noise and clipping only) every ConvTranspose
+`weight`, the recurrent matrices of nn.LSTM / GRU / RNN (all `weight_ih_l*`, `weight_hh_l*`, also the
+`_reverse` and `weight_hr_l*` ones) and nn.MultiheadAttention's `in_proj_weight` (or q/k/v_proj_weight);
+its `out_proj` is a Linear. Noise std and clip bound are per tensor (max|W| and std(W) of the whole
+tensor: the 4 stacked LSTM gates, the stacked Q/K/V projections). The periphery (DAC/ADC/output noise in
+training) stays Conv2d/Linear-only: the LSTM, attention and ConvTranspose layers see weight noise and
+clipping but no DAC/ADC emulation (nor does an attention's out_proj, which torch applies functionally).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from functools import cache
 
@@ -25,6 +34,14 @@ from runtime.physics import constants as C
 from runtime.physics.devices import make_device, noisy_device_names
 
 ANALOG_TYPES = (nn.Conv2d, nn.Linear)
+#: weight noise + clipping, but no periphery hooks
+WEIGHT_ONLY_TYPES = (
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.RNNBase,
+    nn.MultiheadAttention,
+)
 #: "gaussian", or a noisy device of the registry (its programming-noise curve gives the shape).
 NOISE_SHAPES = ("gaussian", *noisy_device_names())
 
@@ -149,17 +166,52 @@ class Periphery:
 
 
 def analog_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers a crossbar would hold: every Conv2d and Linear."""
+    """The layers that get the training periphery (DAC/ADC): every Conv2d and Linear."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, ANALOG_TYPES)]
 
 
+def hwa_weight_names(m: nn.Module) -> tuple[str, ...]:
+    """The names of the crossbar weight tensors of one module (empty for modules without any)."""
+    if isinstance(m, ANALOG_TYPES) or isinstance(m, WEIGHT_ONLY_TYPES[:3]):
+        return ("weight",)
+    if isinstance(m, nn.RNNBase):
+        return tuple(n for n in m._flat_weights_names if n.startswith("weight_"))
+    if isinstance(m, nn.MultiheadAttention):
+        if m._qkv_same_embed_dim:
+            return ("in_proj_weight",)
+        return ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+    return ()
+
+
+def hwa_weights(model: nn.Module) -> list[tuple[str, nn.Module, tuple[str, ...]]]:
+    """(module name, module, weight names) of every module whose weights get noise and clipping:
+    Conv2d/Linear (as analog_layers, same order) and the WEIGHT_ONLY_TYPES."""
+    out = []
+    for n, m in model.named_modules():
+        names = hwa_weight_names(m)
+        if names:
+            out.append((n, m, names))
+    return out
+
+
+def _refresh_flat_weights(module: nn.RNNBase, args: tuple) -> None:
+    """Forward pre-hook of a noisy RNN: its forward reads the cached `_flat_weights` list, not the
+    attributes, so point that list at the (re-drawn, in training mode) parametrized weights first."""
+    module._flat_weights = [getattr(module, wn) if hasattr(module, wn) else None
+                            for wn in module._flat_weights_names]
+
+
 def apply_hwa(model: nn.Module, cfg: HWAConfig) -> nn.Module:
-    """Make every Conv2d/Linear of `model` hardware-aware in place (idempotent: re-applying replaces)."""
+    """Make `model` hardware-aware in place (idempotent: re-applying replaces): weight noise on every
+    weight of hwa_weights, the periphery on Conv2d/Linear only (analog_layers)."""
     strip_hwa(model)
-    for name, m in analog_layers(model):
+    for name, m, names in hwa_weights(model):
         if cfg.noise > 0:
-            parametrize.register_parametrization(m, "weight", WeightNoise(cfg))
-        if cfg.dac_bits or cfg.adc_bits or cfg.out_noise > 0:
+            for wn in names:
+                parametrize.register_parametrization(m, wn, WeightNoise(cfg))
+            if isinstance(m, nn.RNNBase):
+                m._hwa_rnn_hook = m.register_forward_pre_hook(_refresh_flat_weights)
+        if isinstance(m, ANALOG_TYPES) and (cfg.dac_bits or cfg.adc_bits or cfg.out_noise > 0):
             m._hwa_hooks = Periphery(cfg).attach(name, m)
     model._hwa_config = cfg
     return model
@@ -167,55 +219,66 @@ def apply_hwa(model: nn.Module, cfg: HWAConfig) -> nn.Module:
 
 def strip_hwa(model: nn.Module) -> nn.Module:
     """Remove what apply_hwa added, keeping the clean weights: a plain model again (in place)."""
-    for _, m in analog_layers(model):
-        if parametrize.is_parametrized(m, "weight"):
-            _unparametrize_weight(m)
+    for _, m, names in hwa_weights(model):
+        if any(parametrize.is_parametrized(m, wn) for wn in names):
+            _unparametrize(m, names)
         for h in getattr(m, "_hwa_hooks", []):
             h.remove()
         if hasattr(m, "_hwa_hooks"):
             del m._hwa_hooks
             del m._hwa_layer
+        if hasattr(m, "_hwa_rnn_hook"):
+            m._hwa_rnn_hook.remove()
+            del m._hwa_rnn_hook
+        if isinstance(m, nn.RNNBase):
+            m._init_flat_weights()  # the clean Parameters again, not the last noisy sample
     if hasattr(model, "_hwa_config"):
         del model._hwa_config
     return model
 
 
-def _unparametrize_weight(m: nn.Module) -> None:
-    """Like parametrize.remove_parametrizations(leave_parametrized=False) for our one parametrization,
+def _unparametrize(m: nn.Module, names: tuple[str, ...]) -> None:
+    """Like parametrize.remove_parametrizations(leave_parametrized=False) for our parametrizations,
     but without `delattr` on the generated class: a deepcopy shares that class with the original, and
-    torch's version would break the other copy. The clean weight Parameter object is kept (optimizers
-    holding it stay valid)."""
-    original = m.parametrizations.weight.original
-    if len(m.parametrizations) != 1 or len(m.parametrizations.weight) != 1:
+    torch's version would break the other copy. The clean weight Parameter objects are kept (optimizers
+    holding them stay valid)."""
+    plist = m.parametrizations
+    if set(plist.keys()) - set(names) or any(len(plist[k]) != 1 for k in plist.keys()):
         raise RuntimeError("strip_hwa: layer has parametrizations other than HWA noise")
+    originals = {k: plist[k].original for k in plist.keys()}
     del m._modules["parametrizations"]
     m.__class__ = m.__class__.__bases__[0]
-    m.register_parameter("weight", original)
+    for k, original in originals.items():
+        m.register_parameter(k, original)
 
 
-def clean_weight(module: nn.Module) -> torch.Tensor:
-    """The trainable (noise-free) weight parameter of a possibly parametrized layer."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
+def clean_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The trainable (noise-free) weight parameter `name` of a possibly parametrized layer."""
+    if parametrize.is_parametrized(module, name):
+        return getattr(module.parametrizations, name).original
+    return getattr(module, name)
 
 
 @torch.no_grad()
 def clip_weights_(model: nn.Module, k: float) -> None:
-    """Clip every analog layer's clean weights to [-k std(W), k std(W)] in place (k <= 0: no-op)."""
+    """Clip every crossbar weight tensor (hwa_weights) to [-k std(W), k std(W)] in place (k <= 0: no-op)."""
     if k <= 0:
         return
-    for _, m in analog_layers(model):
-        w = clean_weight(m)
-        bound = k * w.std()
-        w.clamp_(-bound, bound)
+    for _, m, names in hwa_weights(model):
+        for wn in names:
+            w = clean_weight(m, wn)
+            bound = k * w.std()
+            w.clamp_(-bound, bound)
+
+
+PARAMETRIZED_NAME = re.compile(r"parametrizations\.([A-Za-z0-9_]+)\.original")
 
 
 def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """state_dict with parametrized names mapped back to plain ones (`fc1.weight`), for checkpoints."""
     out = {}
     for key, value in model.state_dict().items():
-        out[key.replace("parametrizations.weight.original", "weight")] = value
+        out[PARAMETRIZED_NAME.sub(r"\1", key)] = value
     return out
 
 
@@ -224,7 +287,8 @@ def load_clean_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> N
     own = model.state_dict()
     mapped = {}
     for key, value in state.items():
-        alt = key[: -len("weight")] + "parametrizations.weight.original" if key.endswith("weight") else key
+        head, _, leaf = key.rpartition(".")
+        alt = (head + "." if head else "") + f"parametrizations.{leaf}.original"
         mapped[alt if alt in own and key not in own else key] = value
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if missing or unexpected:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwtrain.export import export_bytes
+from hwtrain.export import OUTPUT_NAME, export_bytes
 from hwtrain.noise import HWAConfig
 from hwtrain.train import DEFAULTS, TrainConfig, load_weights, train
 from models import zoo
-from runtime.data import Preprocessing, load_dataset
+from runtime.data import PREPROCESSING_KEY, Preprocessing, load_dataset
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
 from runtime.physics import constants as C
@@ -186,17 +186,75 @@ def run_training(
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    reconstruct = metrics.get("task") == "reconstruct"
+    if reconstruct:
+        recipe.update(
+            task="reconstruct",
+            loss="MSE against the input (normalized space)",
+            digital_test_rel_l2=metrics["test_rel_l2"],
+        )
+        if test_ds is not None:
+            lenet = lenet_accuracy_on_reconstructions(model, test_ds, pre)
+            metrics.update(lenet)
+            recipe.update(lenet)
     metrics["recipe"] = recipe
     files: dict[Path, bytes | str] = {}  # one set, the model moved into place last
     if out:
-        files[Path(out)] = export_bytes(model, example_input=_example(pre), preprocessing=pre, recipe=recipe)
+        files[Path(out)] = export_bytes(model, example_input=_example(pre), preprocessing=pre, recipe=recipe,
+                                        output_name="reconstruction" if reconstruct else OUTPUT_NAME)
         metrics["onnx"] = str(out)
     if json_path:
         files[Path(json_path)] = json.dumps(metrics, indent=1, default=str) + "\n"
     write_files(files, primary=out)
-    if out:
+    if out and reconstruct:
+        rel = metrics["test_rel_l2"]
+        lenet = _pct(metrics.get("lenet5_accuracy_on_reconstructions"))
+        print(f"wrote {out} (digital test relative L2 error {'n/a' if rel is None else f'{rel:.4f}'}, "
+              f"LeNet-5 accuracy on reconstructions {lenet})", file=sys.stderr)
+    elif out:
         print(f"wrote {out} (digital test accuracy {_pct(metrics['test_accuracy'])})", file=sys.stderr)
     return metrics
+
+
+LENET5 = Path(zoo.__file__).resolve().parent / "lenet5-mnist.onnx"
+
+
+def lenet_accuracy_on_reconstructions(model: torch.nn.Module, ds, pre: Preprocessing,
+                                      lenet: str | Path = LENET5, batch_size: int = 500) -> dict:
+    """Accuracy of the bundled LeNet-5 (onnxruntime) on the model's digital reconstructions of `ds`, and
+    on the original images for reference. The reconstructions are mapped into LeNet's input space (its
+    `acompile.preprocessing`); for the zoo autoencoder on MNIST that mapping is the identity."""
+    import onnx
+    import onnxruntime as ort
+
+    from hwtrain.train import batches, to_pixels
+
+    lenet = Path(lenet)
+    if not lenet.exists() or pre.input_shape != [1, 28, 28]:
+        return {}
+    meta = {p.key: p.value for p in onnx.load(str(lenet), load_external_data=False).metadata_props}
+    lpre = Preprocessing.from_json(meta[PREPROCESSING_KEY])
+    sess = ort.InferenceSession(str(lenet), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    mean = torch.tensor(lpre.mean).reshape(1, -1, 1, 1)
+    std = torch.tensor(lpre.std).reshape(1, -1, 1, 1)
+    was_training = model.training
+    model.eval()
+    hits_rec = hits_orig = 0
+    with torch.no_grad():
+        for x, y in batches(ds, pre, batch_size):
+            rec = (to_pixels(model(x), pre) - mean) / std
+            orig = (to_pixels(x, pre) - mean) / std
+            for t, which in ((rec, "rec"), (orig, "orig")):
+                pred = sess.run(None, {name: t.reshape(len(t), 1, 28, 28).numpy().astype(np.float32)})[0]
+                hits = int((pred.argmax(1) == y.numpy()).sum())
+                if which == "rec":
+                    hits_rec += hits
+                else:
+                    hits_orig += hits
+    model.train(was_training)
+    n = max(len(ds), 1)
+    return {"lenet5_accuracy_on_reconstructions": hits_rec / n, "lenet5_accuracy_on_originals": hits_orig / n}
 
 
 def command_line(model: str, options: dict) -> str:

@@ -1,7 +1,8 @@
 """The training loop behind `acompile train`: plain or hardware-aware (HWA) SGD on a zoo model.
 
 Recipe (He et al. 2016 / Joshi et al. 2020 style): SGD with momentum 0.9 (Nesterov), weight decay,
-cosine learning-rate decay per step (optionally a short linear warm-up), cross-entropy loss, standard
+cosine learning-rate decay per step (optionally a short linear warm-up), cross-entropy loss (MSE against
+the input for models with `task = "reconstruct"`, the zoo's autoencoder), standard
 CIFAR augmentation (random crop of the 4-pixel zero-padded image + horizontal flip) for CIFAR datasets,
 none for MNIST-like data. HWA adds forward-only weight noise and post-step clipping (hwtrain.noise).
 
@@ -16,6 +17,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwtrain.noise import HWAConfig, apply_hwa, clean_state_dict, clip_weights_, load_clean_state_dict
+from hwtrain.noise import (
+    PARAMETRIZED_NAME,
+    HWAConfig,
+    apply_hwa,
+    clean_state_dict,
+    clip_weights_,
+    load_clean_state_dict,
+)
 from runtime.data import Dataset, Preprocessing
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
@@ -40,6 +49,9 @@ DEFAULTS: dict[str, dict] = {
     "lenet5": {"epochs": 10, "lr": 0.05, "batch_size": 64, "weight_decay": 5e-4, "warmup_epochs": 0.0},
     "resnet20": {"epochs": 200, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "warmup_epochs": 1.0},
     "resnet32": {"epochs": 200, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "warmup_epochs": 1.0},
+    "lstm": {"epochs": 20, "lr": 0.2, "batch_size": 64, "weight_decay": 1e-4, "warmup_epochs": 0.0},
+    "transformer": {"epochs": 20, "lr": 0.05, "batch_size": 64, "weight_decay": 1e-4, "warmup_epochs": 1.0},
+    "autoencoder": {"epochs": 20, "lr": 0.2, "batch_size": 64, "weight_decay": 0.0, "warmup_epochs": 0.0},
 }
 
 
@@ -118,6 +130,17 @@ def batches(
         yield torch.from_numpy(pre.apply(x)), torch.from_numpy(np.asarray(ds.y[idx], np.int64))
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode (no HWA noise) for a digital evaluation, its mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -127,16 +150,51 @@ def evaluate(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Digital (fp32, noise-free) accuracy and mean loss of the model on a dataset."""
-    was_training = model.training
-    model.eval()
     correct, loss_sum = 0, 0.0
-    for x, y in batches(ds, pre, batch_size):
-        x, y = x.to(device), y.to(device)
-        out = model(x)
-        loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in batches(ds, pre, batch_size):
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
     return {"accuracy": correct / max(len(ds), 1), "loss": loss_sum / max(len(ds), 1)}
+
+
+def is_reconstruction(model: nn.Module) -> bool:
+    """Models with `task = "reconstruct"` (the zoo's autoencoder) train with MSE against their input."""
+    return getattr(model, "task", "classify") == "reconstruct"
+
+
+def to_pixels(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """Undo the mean/std normalization: model-space NCHW tensors -> pixels / 255 (in [0, 1])."""
+    shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
+    mean = torch.tensor(pre.mean, dtype=x.dtype, device=x.device).reshape(shape)
+    std = torch.tensor(pre.std, dtype=x.dtype, device=x.device).reshape(shape)
+    if pre.layout == "flat" and x.dim() == 2 and len(pre.mean) > 1:
+        raise AcompileError("to_pixels: flat multi-channel layout is not supported")
+    return x * std + mean
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    model: nn.Module,
+    ds: Dataset,
+    pre: Preprocessing,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Digital reconstruction quality: mean MSE in the model's (normalized) space, like the training
+    loss, and the relative L2 error ||x_hat - x|| / ||x|| over the whole set in pixel space [0, 1]."""
+    loss_sum, err2, ref2 = 0.0, 0.0, 0.0
+    with eval_mode(model):
+        for x, _ in batches(ds, pre, batch_size):
+            x = x.to(device)
+            out = model(x)
+            loss_sum += float(F.mse_loss(out, x, reduction="sum")) / (x.numel() / len(x))
+            px, pout = to_pixels(x, pre), to_pixels(out, pre)
+            err2 += float(((pout - px) ** 2).sum())
+            ref2 += float((px**2).sum())
+    return {"loss": loss_sum / max(len(ds), 1), "rel_l2": math.sqrt(err2 / max(ref2, 1e-30))}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,9 +234,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 def _param_names(model: nn.Module) -> dict[int, str]:
-    return {
-        id(p): n.replace("parametrizations.weight.original", "weight") for n, p in model.named_parameters()
-    }
+    return {id(p): PARAMETRIZED_NAME.sub(r"\1", n) for n, p in model.named_parameters()}
 
 
 def save_checkpoint(
@@ -300,6 +356,7 @@ def train(
         start_epoch, history = int(meta["epoch"]), list(meta.get("history", []))
         if start_epoch >= cfg.epochs:
             raise AcompileError(f"checkpoint {resume} already finished {start_epoch} of {cfg.epochs} epochs")
+    reconstruct = is_reconstruction(model)
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
@@ -318,13 +375,14 @@ def train(
                 group["lr"] = lr
             x, y = x.to(device), y.to(device)
             out = model(x)
-            loss = F.cross_entropy(out, y)
+            loss = F.mse_loss(out, x) if reconstruct else F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             clip_weights_(model, cfg.hwa.clip)
             loss_sum += float(loss.detach()) * len(y)
-            correct += int((out.argmax(1) == y).sum())
+            if not reconstruct:
+                correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.3g}")
@@ -336,7 +394,12 @@ def train(
             "lr": lr,
             "seconds": round(time.time() - t0, 2),
         }
-        if test_ds is not None:
+        if reconstruct:
+            del record["train_accuracy"]
+        if test_ds is not None and reconstruct:
+            ev = evaluate_reconstruction(model, test_ds, pre, device=device)
+            record.update(test_loss=ev["loss"], test_rel_l2=ev["rel_l2"])
+        elif test_ds is not None:
             ev = evaluate(model, test_ds, pre, device=device)
             record.update(test_accuracy=ev["accuracy"], test_loss=ev["loss"])
         history.append(record)
@@ -361,10 +424,14 @@ def train(
         "test_samples": len(test_ds) if test_ds is not None else 0,
         "test_accuracy": final.get("test_accuracy"),
         "train_loss": final.get("train_loss"),
+        **({"task": "reconstruct", "test_rel_l2": final.get("test_rel_l2")} if reconstruct else {}),
     }
 
 
 def _epoch_line(r: dict) -> str:
+    if "train_accuracy" not in r:  # reconstruction
+        test = f"  test mse {r['test_loss']:.4f}  rel L2 {r['test_rel_l2']:.4f}" if "test_rel_l2" in r else ""
+        return f"epoch {r['epoch']}: mse {r['train_loss']:.4f}{test}  lr {r['lr']:.3g}  {r['seconds']:.1f}s"
     test = f"  test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
     return (
         f"epoch {r['epoch']}: loss {r['train_loss']:.4f}  train acc {r['train_accuracy']:.4f}{test}"

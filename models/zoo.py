@@ -13,6 +13,18 @@ Choices (documented in models/README.md):
   conv. Shortcuts are option B (1x1 conv + BN where the shape changes, identity elsewhere) by default:
   the projection is one more analog Conv, while option A (zero-padded strided identity) would need
   Slice/Pad ops in the graph. `shortcut="A"` is available for comparison with the paper's 0.46 M weights.
+
+Sequence / attention / generative networks (MNIST, `[N, 1, 28, 28]` input like LeNet-5); their graphs
+also hold LSTM, attention (MatMul/Softmax/LayerNormalization) and ConvTranspose ops:
+* `lstm` — the image read as a sequence of 28 rows: nn.LSTM(28, 128, batch_first=True), the last time
+  step's hidden state -> Linear(128, 10).
+* `transformer` — a small ViT: 7x7 patch embedding (Conv 1->64, stride 7: 16 tokens), learned position
+  embedding, 2 post-norm encoder layers (d_model 64, 4 heads, feed-forward 128, GELU, no dropout), mean
+  pooling, LayerNorm, Linear(64, 10).
+* `autoencoder` — conv encoder (1->16->32, stride 2), Linear bottleneck 1568->64->1568, ConvTranspose
+  decoder (32->16->1, stride 2); sigmoid, then the MNIST normalization, so the reconstruction is in the
+  input's own (normalized) space: `lenet5(autoencoder(x))` needs nothing in between. Trained with MSE
+  against its input (`task = "reconstruct"`).
 """
 
 from __future__ import annotations
@@ -26,7 +38,19 @@ from runtime.data import Preprocessing
 from runtime.data import default_preprocessing as dataset_preprocessing
 from runtime.errors import AcompileError
 
-__all__ = ["MODELS", "build", "default_preprocessing", "default_dataset", "MLP", "LeNet5", "CifarResNet"]
+__all__ = [
+    "MODELS",
+    "build",
+    "default_preprocessing",
+    "default_dataset",
+    "task",
+    "MLP",
+    "LeNet5",
+    "CifarResNet",
+    "LSTMClassifier",
+    "TinyViT",
+    "ConvAutoencoder",
+]
 
 
 class MLP(nn.Module):
@@ -145,12 +169,86 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class LSTMClassifier(nn.Module):
+    """Rows of a 28x28 image as a 28-step sequence: LSTM(28, hidden) -> last hidden state -> fc."""
+
+    def __init__(self, rows: int = 28, cols: int = 28, hidden: int = 128, num_classes: int = 10) -> None:
+        super().__init__()
+        self.rows, self.cols = rows, cols
+        self.lstm = nn.LSTM(cols, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, self.rows, self.cols)  # [N, 1, 28, 28] -> [N, 28 steps, 28 features]
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1])
+
+
+class TinyViT(nn.Module):
+    """ViT-style classifier: patch embedding conv, learned position embedding, TransformerEncoder,
+    mean pooling over tokens, LayerNorm, fc."""
+
+    def __init__(
+        self,
+        image: int = 28,
+        patch: int = 7,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        ff: int = 128,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        tokens = (image // patch) ** 2
+        self.patch = nn.Conv2d(1, dim, patch, stride=patch)
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model=dim, nhead=heads, dim_feedforward=ff, dropout=0.0, batch_first=True, activation="gelu"
+        )
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos  # [N, 16, 64]
+        x = self.encoder(x)
+        return self.fc(self.norm(x.mean(1)))
+
+
+class ConvAutoencoder(nn.Module):
+    """Conv encoder -> Linear bottleneck -> ConvTranspose decoder -> sigmoid (pixels in [0, 1]) ->
+    (p - mean) / std: the output lives in the normalized input space of the MNIST models."""
+
+    task = "reconstruct"
+
+    def __init__(self, latent: int = 64, mean: float = 0.1307, std: float = 0.3081) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+        self.enc1 = nn.Conv2d(1, 16, 3, stride=2, padding=1)  # 14x14
+        self.enc2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)  # 7x7
+        self.fc_enc = nn.Linear(32 * 7 * 7, latent)
+        self.fc_dec = nn.Linear(latent, 32 * 7 * 7)
+        self.dec1 = nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1)  # 14x14
+        self.dec2 = nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1)  # 28x28
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.enc2(self.relu(self.enc1(x))))
+        z = self.fc_enc(x.flatten(1))  # linear bottleneck
+        x = self.relu(self.fc_dec(z)).reshape(-1, 32, 7, 7)
+        x = torch.sigmoid(self.dec2(self.relu(self.dec1(x))))
+        return (x - self.mean) / self.std
+
+
 # name -> (builder, default dataset, input layout)
 MODELS: dict[str, tuple[Callable[..., nn.Module], str, str]] = {
     "mlp": (MLP, "mnist", "flat"),
     "lenet5": (LeNet5, "mnist", "NCHW"),
     "resnet20": (lambda **kw: CifarResNet(depth=20, **kw), "cifar10", "NCHW"),
     "resnet32": (lambda **kw: CifarResNet(depth=32, **kw), "cifar10", "NCHW"),
+    "lstm": (LSTMClassifier, "mnist", "NCHW"),
+    "transformer": (TinyViT, "mnist", "NCHW"),
+    "autoencoder": (ConvAutoencoder, "mnist", "NCHW"),
 }
 
 
@@ -173,6 +271,12 @@ def build(name: str, **kw) -> nn.Module:
 def default_dataset(name: str) -> str:
     """The dataset a zoo model is meant for (mnist for mlp/lenet5, cifar10 for the ResNets)."""
     return _entry(name)[1]
+
+
+def task(name: str) -> str:
+    """"classify" (cross-entropy on labels) or "reconstruct" (MSE against the input: `autoencoder`)."""
+    builder, _, _ = _entry(name)
+    return getattr(builder, "task", "classify")
 
 
 def default_preprocessing(name: str, dataset: str | None = None) -> Preprocessing:
