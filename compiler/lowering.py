@@ -253,9 +253,29 @@ def lower_gemm(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering 
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and info.const(bias) is None:
         return "bias computed at run time (not a constant): kept digital"
-    attrs = contract.matmul_attrs(a.get("alpha", 1.0), a.get("beta", 1.0), orig_op="Gemm")
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    rows = 0
+    if bias is not None and bias_as_row(target):
+        row = _bias_row(info.const(bias), W.shape[1], alpha, beta)
+        if row is not None:  # W gets the row beta * C / alpha, X a constant 1 (CONTRACTS §3)
+            W, bias, rows = np.ascontiguousarray(np.vstack([W, row])), None, 1
+    attrs = contract.matmul_attrs(alpha, beta, orig_op="Gemm", bias_rows=rows)
     return Lowering(contract.ANALOG_MATMUL, W, node.input[0], bias, attrs, 1,
                     transpose_x=bool(a.get("transA", 0)), weight_name=node.input[1], dtype=dtype)
+
+
+def bias_as_row(target: dict) -> bool:
+    """Target [mapping] bias = "row": biases of Gemm and recurrent layers as a crossbar row."""
+    return target.get("mapping", {}).get("bias", "digital") == "row"
+
+
+def _bias_row(c: np.ndarray, cols: int, alpha: float, beta: float) -> np.ndarray | None:
+    """The crossbar row holding a Gemm's bias (a vector over the columns), or None when C is not one
+    (a per-sample [N, cols] C) or alpha is 0."""
+    c = np.asarray(c, dtype=np.float32)
+    if alpha == 0 or c.size not in (1, cols) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+        return None
+    return (np.broadcast_to(c.reshape(-1), (cols,)) * np.float32(beta / alpha)).astype(np.float32)
 
 
 def lower_matmul(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowering | str:
@@ -310,17 +330,23 @@ def lower_recurrent(node: onnx.NodeProto, info: GraphInfo, target: dict) -> Lowe
         if name and info.const(name) is None:
             return f"{op} {what} computed at run time (not a constant): kept digital"
     act = resolved_activations(op, attrs, 1)[0]
-    W = np.ascontiguousarray(np.concatenate([w[0].T, r[0].T], axis=0).astype(np.float32))
+    W = np.concatenate([w[0].T, r[0].T], axis=0).astype(np.float32)
+    bias = node.input[3] if len(node.input) > 3 and node.input[3] else None
+    rows = 0
+    if bias is not None and bias_as_row(target):  # B [1, 2 G H] = Wb, Rb
+        wb, rb = np.split(info.const(bias).reshape(2, -1).astype(np.float32), 2)
+        W = np.vstack([W, wb, rb] if op == "GRU" else [W, wb + rb])  # GRU: Rb only in the h reads
+        bias, rows = None, (2 if op == "GRU" else 1)
+    W = np.ascontiguousarray(W)
     a = contract.recurrent_attrs(
         ANALOG_OP[op], hidden, int(w.shape[2]), direction, act[0], layout=int(attrs.get("layout", 0)),
         activation_alpha=act[1], activation_beta=act[2], clip=attrs.get("clip"),
         input_forget=int(attrs.get("input_forget", 0)),
-        linear_before_reset=int(attrs.get("linear_before_reset", 0)))
+        linear_before_reset=int(attrs.get("linear_before_reset", 0)), bias_rows=rows)
     x_shape = info.shape(node.input[0])
     steps = x_shape[1 if a["layout"] else 0] if x_shape and len(x_shape) == 3 else None
     steps = steps if isinstance(steps, int) and steps > 0 else None
     per_step = reads_per_step(op, attrs)
-    bias = node.input[3] if len(node.input) > 3 and node.input[3] else None
     extra_inputs = [node.input[i] if len(node.input) > i else "" for i in range(4, 8)]
     return Lowering(ANALOG_OP[op], W, node.input[0], bias, a, per_step * (steps or 1),
                     weight_name=node.input[1], dtype=dtype,

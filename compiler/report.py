@@ -71,7 +71,7 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
         "layers": layers,
         "totals": totals,
         "digital_ops": dict(sorted(digital_ops.items())),
-        "notes": _notes(analog, digital_ops),
+        "notes": _notes(analog, digital_ops, target),
         "warnings": list(warnings or []),
         "fixed_batch": fixed_batch,
         "eval_supported": not eval_unsupported,
@@ -109,12 +109,16 @@ def _layer_costs(cost: CostModel, layers: list[dict[str, Any]], blocks: list[dic
     return energy, latency_us
 
 
-def _notes(analog: list[dict[str, Any]], digital_ops: Counter) -> list[str]:
+def _notes(analog: list[dict[str, Any]], digital_ops: Counter, target: dict | None = None) -> list[str]:
     """Things a deployment engineer should know that are not numbers."""
     notes = []
     if analog and not digital_ops.get("BatchNormalization"):
         notes.append("no BatchNormalization nodes (fused into Conv at export?): BN-based drift "
                      "compensation (AdaBS) is not available for this model; export with BN kept as nodes")
+    if analog and (target or {}).get("mapping", {}).get("bias") == "row":
+        notes.append("bias = row: Gemm and LSTM / GRU / RNN biases are crossbar rows driven with a constant "
+                     "1 (in `matrix`; the DAC input range is then at least 1); Conv / ConvTranspose biases "
+                     "stay digital")
     return notes
 
 

@@ -68,7 +68,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
                   "out_bound": _input_range, "out_noise": nonneg_float},
     "mapping": {"analog_ops": _analog_ops, "weight_scale": one_of("layer", "column"),
                 "first_layer": one_of("analog", "digital"), "last_layer": one_of("analog", "digital"),
-                "grouped_conv": one_of("digital")},
+                "grouped_conv": one_of("digital"), "bias": one_of("digital", "row")},
     # energy / latency of one full MVM of the reference tile (ref_rows x ref_cols at ref_*_bits), the
     # split of that energy into the array / DAC / ADC / digital terms (share_*, summing to 1: a cross-key
     # check, _check_cost), the ADC's share of that time, and the energy per activation byte moved between

@@ -176,7 +176,10 @@ def prepare(model_path: Path, target: dict[str, Any], *, digital: list[str] | No
     from compiler.pipeline import map_model
 
     original = frontend.read_model(model_path)
-    mapped, _report = map_model(model_path, target, digital)
+    # biases train as digital parameters: the mapping for fine-tuning keeps them off the crossbar (the
+    # fine-tuned model still maps them as rows when compiled for a target with bias = "row")
+    mapped, _report = map_model(model_path, {**target, "mapping": {**target["mapping"], "bias": "digital"}},
+                                digital)
     # ConvTranspose and LSTM / GRU / RNN stay digital in fine-tuning: HWALayer builds its geometry from
     # the original weight in Conv / matrix layout, while a ConvTranspose weight is laid out (and flipped)
     # differently on the tiles and a recurrent layer's array is [W^T; R^T] read once per step; they train

@@ -35,6 +35,17 @@ class Recurrence:
         self.cell = Cell(op, self.hidden, acts, a.get("clip"), bool(a.get("input_forget", 0)),
                          bool(a.get("linear_before_reset", 0)))
         self.lstm = op == "LSTM"
+        self.bias_rows = int(a["bias_rows"])  # LSTM / RNN: 1 (Wb + Rb); GRU: 2 (Wb; Rb)
+
+    def row_bias(self, w: torch.Tensor) -> torch.Tensor | None:
+        """The ONNX B [Wb; Rb] held by the array's bias rows (None without them): what the exact
+        (ideal) semantics adds."""
+        if not self.bias_rows:
+            return None
+        rows = w[self.input_size + self.hidden:]
+        if self.bias_rows == 2:
+            return rows.reshape(-1)
+        return torch.cat([rows[0], torch.zeros_like(rows[0])])
 
     def __call__(self, x: torch.Tensor, make_gates, b=None, lens=None, h0=None, c0=None, p=None):
         """x [T, B, I] (layout 0) or [B, T, I]; make_gates(x_in_processing_order) -> Gates. Returns the
@@ -57,21 +68,28 @@ class Recurrence:
 
 class CrossbarGates(Gates):
     """Gate pre-activations read from the array: `mvm([x_t, h])` is one analog read of all rows; a part
-    not driven is zero (the GRU reads x_t and h_{t-1} apart)."""
+    not driven is zero (the GRU reads x_t and h_{t-1} apart). Bias rows are driven with 1 in the reads
+    they belong to: LSTM / RNN's one row in every read, a GRU's Wb row in the x read and its Rb row in
+    the h reads."""
 
-    def __init__(self, x: torch.Tensor, mvm, hidden: int) -> None:
+    def __init__(self, x: torch.Tensor, mvm, hidden: int, bias_rows: int = 0) -> None:
         self.x, self.mvm = x, mvm
-        self.zx = x.new_zeros(x.shape[1], x.shape[2])
-        self.zh = x.new_zeros(x.shape[1], hidden)
+        n = x.shape[1]
+        self.zx = x.new_zeros(n, x.shape[2])
+        self.zh = x.new_zeros(n, hidden)
+        one, zero = x.new_ones(n, 1), x.new_zeros(n, 1)
+        self.b_both = [one] * bias_rows
+        self.b_x = [one, zero] if bias_rows == 2 else self.b_both
+        self.b_h = [zero, one] if bias_rows == 2 else self.b_both
 
     def both(self, t: int, h: torch.Tensor) -> torch.Tensor:
-        return self.mvm(torch.cat([self.x[t], h], -1))
+        return self.mvm(torch.cat([self.x[t], h, *self.b_both], -1))
 
     def x_only(self, t: int) -> torch.Tensor:
-        return self.mvm(torch.cat([self.x[t], self.zh], -1))
+        return self.mvm(torch.cat([self.x[t], self.zh, *self.b_x], -1))
 
     def h_only(self, v: torch.Tensor) -> torch.Tensor:
-        return self.mvm(torch.cat([self.zx, v], -1))
+        return self.mvm(torch.cat([self.zx, v, *self.b_h], -1))
 
 
 def ideal_recurrent(info: NodeInfo, node: onnx.NodeProto):
@@ -79,9 +97,12 @@ def ideal_recurrent(info: NodeInfo, node: onnx.NodeProto):
     w = info.const(contract.IN_W)
     rec = Recurrence(node, tuple(w.shape))
     wf = w.float()
-    wx, wh = wf[:rec.input_size].t().contiguous(), wf[rec.input_size:].t().contiguous()
+    i, h = rec.input_size, rec.hidden
+    wx, wh = wf[:i].t().contiguous(), wf[i:i + h].t().contiguous()
+    row_b = rec.row_bias(wf)
 
     def run(x, _w=None, _g=None, b=None, lens=None, h0=None, c0=None, p=None):
+        b = row_b.to(x.device) if row_b is not None else b
         return rec(x, lambda xd: DigitalGates(xd, wx.to(xd.device), wh.to(xd.device)), b, lens, h0, c0, p)
 
     return run
@@ -101,5 +122,5 @@ class AnalogRecurrentLayer(AnalogLayer):
 
     def __call__(self, x: torch.Tensor, _w=None, _g=None, b=None, lens=None, h0=None, c0=None, p=None):
         read = super().__call__
-        hidden = self.recurrence.hidden
-        return self.recurrence(x, lambda xd: CrossbarGates(xd, read, hidden), b, lens, h0, c0, p)
+        rec = self.recurrence
+        return rec(x, lambda xd: CrossbarGates(xd, read, rec.hidden, rec.bias_rows), b, lens, h0, c0, p)

@@ -43,7 +43,7 @@ def ideal_analog(info: NodeInfo, node: onnx.NodeProto):
         bias = None if b is None else b * geo.beta
 
     def run(x, *_):
-        y = geo.apply(x, kern.to(x.device))
+        y = geo.apply(geo.with_constant_inputs(x), kern.to(x.device))
         if not geo.is_conv and geo.alpha != 1.0:
             y = y * geo.alpha
         if bias is not None:
@@ -71,6 +71,12 @@ class AnalogLayer:
         self.device = device
         self.tile = ProgrammedTile(w, gs, s, device, blocks=(geo.row_blocks, geo.col_blocks))
         self.cal = RangeCalibration(s)
+        if geo.bias_rows:  # the DAC range must pass the bias rows' constant 1 unclipped
+            if s.input_range is not None and s.dac_bits and s.input_range < 1.0:
+                raise AcompileError(f"layer '{geo.name}': its bias row is driven with 1, above the fixed "
+                                    f"input range {s.input_range}; use an input range >= 1 or bias = "
+                                    "'digital'")
+            self.cal.floor = 1.0
         self.col_scale = (s.device.g_max / gs).to(device)  # digital undo of the conductance scale
         if not geo.is_conv:
             self.col_scale = self.col_scale * geo.alpha
@@ -263,9 +269,10 @@ class AnalogLayer:
         residual = args[-1] if ep is not None and ep.residual else None
         if ep is not None and ep.bn is not None and ep.bn.calibrating:
             return self._unfused(x, residual)  # BN re-estimation must see this layer's raw outputs
+        geo = self.geo
+        x = geo.with_constant_inputs(x)
         if self.calibrating:
             self.cal.observe(x)
-        geo = self.geo
         if x.dim() == 4 and geo.is_conv:
             x = x.contiguous(memory_format=torch.channels_last)
         scales, bias = self._digital()

@@ -34,6 +34,9 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
         if a.is_recurrent:
             new_nodes.append(_recurrent_node(a, g))
             continue
+        if a.attrs.get("bias_rows"):
+            new_nodes.extend(_bias_row_matmul(a, g))
+            continue
         if a.is_conv or a.is_transposed:
             op, suffix, extra = (("ConvTranspose", "__convT", {"output_padding": a.output_padding})
                                  if a.is_transposed else ("Conv", "__conv", {}))
@@ -83,16 +86,40 @@ def reconstruct(mapped: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+def _bias_row_matmul(a: contract.AnalogNode, g: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """AnalogMatMul with a bias row (the last row of W, driven with 1) -> alpha * (X @ W[:-1] + W[-1])."""
+    assert a.W is not None
+    w, row = f"{a.name}__W", f"{a.name}__row"
+    g.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(a.W[:-1]), w),
+                          numpy_helper.from_array(np.ascontiguousarray(a.W[-1]), row)])
+    out = a.outputs[0]
+    last = a.alpha == 1.0
+    nodes = [helper.make_node("MatMul", [a.x, w], [f"{a.name}__mm"], name=a.name),
+             helper.make_node("Add", [f"{a.name}__mm", row], [out if last else f"{a.name}__add"],
+                              name=f"{a.name}__add")]
+    if not last:
+        an = f"{a.name}__alpha"
+        g.initializer.append(numpy_helper.from_array(np.array(a.alpha, np.float32), an))
+        nodes.append(helper.make_node("Mul", [f"{a.name}__add", an], [out], name=f"{a.name}__mul"))
+    return nodes
+
+
 def _recurrent_node(a: contract.AnalogNode, g: onnx.GraphProto) -> onnx.NodeProto:
     """AnalogLSTM / AnalogGRU / AnalogRNN -> the ONNX op of one direction: W [1, G H, I] and R
     [1, G H, H] from the rows of the array ([W^T; R^T]); the optional inputs and outputs as they are."""
     assert a.W is not None
-    i = int(a.attrs["input_size"])
+    i, h, nb = int(a.attrs["input_size"]), int(a.attrs["hidden_size"]), int(a.attrs["bias_rows"])
     w = np.ascontiguousarray(a.W[:i].T[None])
-    r = np.ascontiguousarray(a.W[i:].T[None])
+    r = np.ascontiguousarray(a.W[i:i + h].T[None])
     g.initializer.extend([numpy_helper.from_array(w, f"{a.w_name}__W"),
                           numpy_helper.from_array(r, f"{a.w_name}__R")])
-    ins = [a.x, f"{a.w_name}__W", f"{a.w_name}__R", *a.inputs[contract.IN_B:]]
+    rest = list(a.inputs[contract.IN_B:])
+    if nb:  # bias rows -> the ONNX B [1, Wb; Rb] (LSTM / RNN: the row is Wb + Rb, Rb = 0 here)
+        rows = a.W[i + h:]
+        b = rows.reshape(1, -1) if nb == 2 else np.concatenate([rows[0], np.zeros_like(rows[0])])[None]
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b, np.float32), f"{a.w_name}__B"))
+        rest = [f"{a.w_name}__B", *rest[1:]] if rest else [f"{a.w_name}__B"]
+    ins = [a.x, f"{a.w_name}__W", f"{a.w_name}__R", *rest]
     keep = ("hidden_size", "direction", "layout", "activations", "activation_alpha", "activation_beta",
             "clip", "input_forget", "linear_before_reset")
     attrs = {k: v for k, v in a.attrs.items() if k in keep}

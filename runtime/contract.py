@@ -166,6 +166,9 @@ ATTRS: dict[str, dict[str, AttrSpec]] = {
     ANALOG_MATMUL: {s.name: s for s in (
         AttrSpec("alpha", _A.FLOAT, 1.0),
         AttrSpec("beta", _A.FLOAT, 1.0),
+        # 1: W's last row is the bias (beta * C / alpha), driven with a constant 1 appended to X (target
+        # [mapping] bias = "row"); then there is no B input
+        AttrSpec("bias_rows", _A.INT, 0),
         *_COMMON)},
 }
 OPTIONAL = None  # AttrSpec.default of an attribute that may be absent (no default value)
@@ -176,7 +179,10 @@ _RECURRENT = (AttrSpec("hidden_size", _A.INT),
               AttrSpec("activations", _A.STRINGS),  # this direction's, resolved
               AttrSpec("activation_alpha", _A.FLOATS, OPTIONAL),  # one per function that takes one
               AttrSpec("activation_beta", _A.FLOATS, OPTIONAL),
-              AttrSpec("clip", _A.FLOAT, OPTIONAL))  # absent: no clip
+              AttrSpec("clip", _A.FLOAT, OPTIONAL),  # absent: no clip
+              # bias rows below [W^T; R^T] driven with a constant 1 (target bias = "row"): LSTM / RNN 1
+              # (Wb + Rb), GRU 2 (Wb, driven in the x read; Rb, in the h reads); then there is no B input
+              AttrSpec("bias_rows", _A.INT, 0))
 ATTRS[ANALOG_LSTM] = {s.name: s for s in (*_RECURRENT, AttrSpec("input_forget", _A.INT, 0), *_COMMON)}
 ATTRS[ANALOG_GRU] = {s.name: s for s in (*_RECURRENT, AttrSpec("linear_before_reset", _A.INT, 0), *_COMMON)}
 ATTRS[ANALOG_RNN] = {s.name: s for s in (*_RECURRENT, *_COMMON)}
@@ -345,15 +351,20 @@ def conv_transpose_kernel(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(conv.reshape(conv.shape[0], -1).T)
 
 
-def matmul_attrs(alpha: float = 1.0, beta: float = 1.0, orig_op: str = "MatMul") -> dict[str, Any]:
+def matmul_attrs(alpha: float = 1.0, beta: float = 1.0, orig_op: str = "MatMul", bias_rows: int = 0
+                 ) -> dict[str, Any]:
     """AnalogMatMul attributes (besides layer and tiles)."""
-    return {"alpha": float(alpha), "beta": float(beta), "orig_op": orig_op}
+    out: dict[str, Any] = {"alpha": float(alpha), "beta": float(beta), "orig_op": orig_op}
+    if bias_rows:
+        out["bias_rows"] = int(bias_rows)
+    return out
 
 
 def recurrent_attrs(op_type: str, hidden_size: int, input_size: int, direction: str, activations: list[str],
                     *, layout: int = 0, activation_alpha: list[float] | None = None,
                     activation_beta: list[float] | None = None, clip: float | None = None,
-                    input_forget: int = 0, linear_before_reset: int = 0, orig_op: str = "") -> dict[str, Any]:
+                    input_forget: int = 0, linear_before_reset: int = 0, orig_op: str = "",
+                    bias_rows: int = 0) -> dict[str, Any]:
     """AnalogLSTM / AnalogGRU / AnalogRNN attributes (besides layer and tiles)."""
     out: dict[str, Any] = {"hidden_size": int(hidden_size), "input_size": int(input_size),
                            "direction": direction, "layout": int(layout),
@@ -369,6 +380,8 @@ def recurrent_attrs(op_type: str, hidden_size: int, input_size: int, direction: 
         out["input_forget"] = int(input_forget)
     if op_type == ANALOG_GRU:
         out["linear_before_reset"] = int(linear_before_reset)
+    if bias_rows:
+        out["bias_rows"] = int(bias_rows)
     return out
 
 
@@ -589,11 +602,17 @@ def read_attrs(node: onnx.NodeProto) -> dict[str, Any]:
     elif node.op_type in RECURRENT_OPS:
         _check_recurrent_attrs(node, got, spec)
     else:
-        for name in ("alpha", "beta"):
+        for name in ("alpha", "beta", "bias_rows"):
             got.setdefault(name, spec[name].default)
             if not math.isfinite(got[name]):
                 raise AcompileError(f"{w}: attribute {name!r} must be finite, got {got[name]}")
+        if got["bias_rows"] not in (0, 1):
+            raise AcompileError(f"{w}: attribute 'bias_rows' must be 0 or 1, got {got['bias_rows']}")
     return got
+
+
+#: bias rows a recurrent op may have (target bias = "row")
+RECURRENT_BIAS_ROWS = {ANALOG_LSTM: (0, 1), ANALOG_GRU: (0, 2), ANALOG_RNN: (0, 1)}
 
 
 #: activation functions of ONNX recurrent ops (lower case); the ONNX defaults of each cell's functions
@@ -661,6 +680,9 @@ def _check_recurrent_attrs(node: onnx.NodeProto, got: dict[str, Any], spec: dict
     for name in ("input_forget", "linear_before_reset"):
         if name in got and got[name] not in (0, 1):
             raise AcompileError(f"{w}: attribute {name!r} must be 0 or 1, got {got[name]}")
+    if got["bias_rows"] not in RECURRENT_BIAS_ROWS[node.op_type]:
+        raise AcompileError(f"{w}: attribute 'bias_rows' must be one of {RECURRENT_BIAS_ROWS[node.op_type]}, "
+                            f"got {got['bias_rows']}")
 
 
 def _tensor_info(t: onnx.TensorProto | np.ndarray) -> tuple[tuple[int, ...], str]:
@@ -742,6 +764,8 @@ def read_analog_node(node: onnx.NodeProto,
             raise AcompileError(f"{wh}: needs an input X and exactly one output Y")
     inits = initializers or {}
     bias_name = node.input[IN_B] if len(node.input) > IN_B and node.input[IN_B] else None
+    if bias_name and attrs.get("bias_rows"):
+        raise AcompileError(f"{wh}: has bias rows in W (bias_rows={attrs['bias_rows']}) and a B input too")
     tw, tg = inits.get(node.input[IN_W]), inits.get(node.input[IN_G_SCALE])
     tb = inits.get(bias_name) if bias_name else None
     if initializers is not None and (tw is None or tg is None):
@@ -755,10 +779,10 @@ def read_analog_node(node: onnx.NodeProto,
         w_shape = (int(w_shape[0]), int(w_shape[1]))
         if recurrent:
             h, i = attrs["hidden_size"], attrs["input_size"]
-            want = (i + h, RECURRENT_GATES[node.op_type] * h)
+            want = (i + h + attrs["bias_rows"], RECURRENT_GATES[node.op_type] * h)
             if w_shape != want:
-                raise AcompileError(f"{wh}: W must be [input_size + hidden_size, gates * hidden_size] = "
-                                    f"{list(want)}, got {list(w_shape)}")
+                raise AcompileError(f"{wh}: W must be [input_size + hidden_size + bias_rows, gates * "
+                                    f"hidden_size] = {list(want)}, got {list(w_shape)}")
         check_blocks(tiles, *w_shape, wh)
     out = AnalogNode(name=node.name or node.output[0], op_type=node.op_type, layer=attrs["layer"],
                      orig_op=attrs["orig_op"], x=node.input[IN_X], outputs=list(node.output),

@@ -19,6 +19,7 @@ class RangeCalibration:
         self.out_bound: float | None = settings.out_bound
         self.phase: str | None = None
         self._seen: list[float] = []
+        self.floor = 0.0  # the least input range (1 for a layer with bias rows driven with 1)
 
     def reset(self) -> None:
         """A new chip: calibrated ranges are measured again; fixed ones stay."""
@@ -47,7 +48,7 @@ class RangeCalibration:
     def finish(self) -> None:
         seen = max(self._seen) if self._seen else 0.0
         if self.phase == "input":
-            self.input_range = seen if seen > 0 else 1.0
+            self.input_range = max(seen, self.floor) if seen > 0 else 1.0
         elif self.phase == "output":
             self.out_bound = seen if seen > 0 else DEFAULT_OUT_BOUND
         self.phase, self._seen = None, []

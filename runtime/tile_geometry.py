@@ -41,6 +41,8 @@ class TileGeometry:
         self.name, self.rows, self.cols = name, int(rows), int(cols)
         self.row_blocks, self.col_blocks = row_blocks or [(0, self.rows)], col_blocks or [(0, self.cols)]
         self.tiles: list[dict] = []
+        self.bias_rows = 0  # rows of W holding biases, driven with a constant 1 (contract bias_rows)
+        self.const_inputs = 0  # of those, the ones apply() callers append to X themselves (AnalogMatMul)
         self.is_conv = kernel is not None
         # AnalogConvTranspose: W is the equivalent conv's matrix (kernel flipped, in / out swapped);
         # kernel() turns a block of it back into a conv_transpose weight, apply() runs conv_transpose
@@ -81,6 +83,10 @@ class TileGeometry:
         else:
             geo = cls(spec.layer, rows, cols, rb, cb, alpha=spec.alpha, beta=spec.beta)
         geo.tiles = [b.to_json() for b in spec.tiles]
+        geo.bias_rows = int(spec.attrs.get("bias_rows", 0))
+        # an AnalogMatMul with a bias row takes X and drives that row with a constant 1 itself; a recurrent
+        # layer builds its rows' inputs per read (runtime/analog_recurrent.py)
+        geo.const_inputs = 0 if spec.is_recurrent else geo.bias_rows
         return geo
 
     @classmethod
@@ -119,6 +125,12 @@ class TileGeometry:
         mask = torch.zeros(hi - lo, 1, device=w.device, dtype=w.dtype)
         mask[rs - lo: re - lo] = 1
         return w[lo:hi] * mask
+
+    def with_constant_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """X with the constant 1 that drives an AnalogMatMul's bias row appended (no-op without one)."""
+        if not self.const_inputs:
+            return x
+        return torch.cat([x, x.new_ones(*x.shape[:-1], self.const_inputs)], -1)
 
     def block_input(self, x: torch.Tensor, sl: tuple[int, int] | None) -> torch.Tensor:
         """The part of the input a row block reads."""

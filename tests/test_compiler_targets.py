@@ -50,6 +50,7 @@ def test_user_file_base_and_overrides(tmp_path):
     ("base = \"hermes\"\n[device]\nnum_devices = 1\ng_max = 20.0\n", "g_max must be <= 10.35"),
     ("base = \"ideal\"\n[device]\ndrift = true\n", "drift must be false for model 'ideal'"),
     ("[mapping]\nanalog_ops = [\"Attention\"]\n", "'Attention' is not one"),
+    ("[mapping]\nbias = \"column\"\n", "[mapping].bias must be one of 'digital', 'row'"),
     ("[periphery]\ninput_range = -1.0\n", "[periphery].input_range"),
     ("[periphery]\nout_bound = \"auto\"\n", "[periphery].out_bound"),
     ("base = \"nope\"\n", "base must be one of"),

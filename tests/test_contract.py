@@ -44,13 +44,13 @@ def test_on_disk_names():
         "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS, "group": A.INT,
         **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogMatMul"].items()} == {
-        "alpha": A.FLOAT, "beta": A.FLOAT, **common}
+        "alpha": A.FLOAT, "beta": A.FLOAT, "bias_rows": A.INT, **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogConvTranspose"].items()} == {
         "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS,
         "output_padding": A.INTS, "group": A.INT, **common}
     recurrent = {"hidden_size": A.INT, "input_size": A.INT, "direction": A.STRING, "layout": A.INT,
                  "activations": A.STRINGS, "activation_alpha": A.FLOATS, "activation_beta": A.FLOATS,
-                 "clip": A.FLOAT, **common}
+                 "clip": A.FLOAT, "bias_rows": A.INT, **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogLSTM"].items()} == {**recurrent,
                                                                             "input_forget": A.INT}
     assert {k: s.type for k, s in contract.ATTRS["AnalogGRU"].items()} == {**recurrent,

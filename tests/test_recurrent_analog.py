@@ -489,3 +489,108 @@ def test_finetune_trains_recurrent_layers_digitally(tmp_path):
     p.module(torch.randn(4, 1, 28, 28)).square().sum().backward()
     for n in lstm:
         assert params[n].grad is not None and params[n].grad.abs().sum() > 0
+
+
+# ---- biases as crossbar rows (target [mapping] bias = "row") -------------------------------------------
+
+
+def _row_target(tmp_path, base: str = "ideal") -> Path:
+    p = tmp_path / f"{base}-row.toml"
+    p.write_text(f'base = "{base}"\n[mapping]\nbias = "row"\n')
+    return p
+
+
+@pytest.mark.parametrize("variant", ["lstm-bidirectional-peepholes", "gru-forward-lbr0",
+                                     "gru-bidirectional-lbr1-seqlens", "rnn-bidirectional-states"])
+def test_bias_rows_equal_onnxruntime(tmp_path, variant):
+    """bias = "row": an LSTM / RNN direction gets one row Wb + Rb, a GRU two (Wb driven in the x read, Rb
+    in the h reads); the node has no B input and the three execution paths still equal onnxruntime."""
+    from compiler.pipeline import map_model
+    from compiler.targets import load_target
+    from runtime import contract
+    from runtime.baseline import reconstruct
+    from runtime.executor import Executor
+
+    op, direction, layout, extras = VARIANTS[variant]
+    model, feeds = _recurrent_model(op, direction, layout, extras)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    mapped, report = map_model(path, load_target(str(_row_target(tmp_path))))
+    rows = 2 if op == "GRU" else 1
+    for a in contract.analog_nodes(mapped):
+        assert a.attrs["bias_rows"] == rows and a.bias_name is None
+        assert a.w_shape == (I + H + rows, GATES[op] * H)
+    assert any("bias = row" in n for n in report["notes"])
+    want = _ort(model, feeds)
+    for got in (_run(Executor(mapped), feeds), _run(_emulator(mapped), feeds),
+                _ort(reconstruct(mapped), feeds)):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_bias_row_and_the_dac_range(tmp_path):
+    """A Gemm's bias becomes W's last row (beta * C / alpha) driven with 1; conv biases stay digital; on
+    pcm the calibrated DAC range of a layer with a bias row is at least 1 (the constant passes unclipped);
+    a fixed input range below 1 is refused."""
+    from compiler.pipeline import map_model
+    from compiler.targets import load_target
+    from runtime import contract
+    from runtime.errors import AcompileError
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4 * 26 * 26, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1) * 0.01)
+
+    x = torch.randn(4, 1, 28, 28) * 0.1
+    path = _export(Net(), x, tmp_path / "n.onnx", dynamo=False)
+    mapped, _ = map_model(path, load_target(str(_row_target(tmp_path, "pcm"))))
+    conv, fc = contract.analog_nodes(mapped)
+    assert conv.attrs.get("bias_rows", 0) == 0 and conv.bias_name is not None
+    assert fc.attrs["bias_rows"] == 1 and fc.bias_name is None and fc.w_shape == (4 * 26 * 26 + 1, 10)
+    np.testing.assert_array_equal(fc.W[-1], _param(path, "fc.bias"))
+    ex = _emulator(mapped, "pcm")
+    for layer in ex.analog_layers:
+        layer.start_calibration()
+    _run(ex, {"x": x.numpy()})
+    for layer in ex.analog_layers:
+        layer.finish_calibration()
+    r_conv, r_fc = (layer.input_range for layer in ex.analog_layers)
+    assert r_conv < 0.5  # the conv's inputs (0.1 x gaussian) keep their own range: not floored
+    assert r_fc == pytest.approx(1.0)  # its inputs are ~0.01 x ReLU: the constant 1 sets the range
+    assert [layer.cal.floor for layer in ex.analog_layers] == [0.0, 1.0]
+    cal = ex.analog_layers[1].cal  # a floored range holds even where the percentile misses the 1s
+    cal.start_input()
+    cal.observe(torch.full((4, 100), 0.01))
+    cal.finish()
+    assert cal.input_range == 1.0
+    with pytest.raises(AcompileError, match="bias row is driven with 1"):
+        _emulator(mapped, "pcm", input_range=0.5)
+
+
+def _param(path: Path, name: str) -> np.ndarray:
+    m = onnx.load(str(path))
+    return next(numpy_helper.to_array(t) for t in m.graph.initializer if t.name == name)
+
+
+def test_bias_rows_contract_checks():
+    from runtime import contract
+    from runtime.errors import AcompileError
+
+    w = np.zeros((I + H + 1, 4 * H), np.float32)
+    attrs = contract.recurrent_attrs(contract.ANALOG_LSTM, H, I, "forward", ["Sigmoid", "Tanh", "Tanh"],
+                                     bias_rows=1)
+    blocks = [contract.TileBlock(0, 0, 0, I + H + 1, 0, 4 * H)]
+    contract.make_analog_node(contract.ANALOG_LSTM, "l", "X", w, np.ones(4 * H), ["Y"], attrs, blocks)
+    with pytest.raises(AcompileError, match="and a B input too"):
+        contract.make_analog_node(contract.ANALOG_LSTM, "l", "X", w, np.ones(4 * H), ["Y"], attrs, blocks,
+                                  bias="B")
+    with pytest.raises(AcompileError, match="bias_rows"):
+        contract.make_analog_node(contract.ANALOG_LSTM, "l", "X", w, np.ones(4 * H), ["Y"],
+                                  {**attrs, "bias_rows": 2}, blocks)
