@@ -142,7 +142,16 @@ def test_a_used_out_dir_needs_resume(serial, capsys):
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    for attempt in range(3):  # on a loaded machine the GCS can miss ray.init's connect timeout
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+            break
+        except ray.exceptions.RaySystemError:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(5)
     yield ray
     ray.shutdown()
 
