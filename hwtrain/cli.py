@@ -210,9 +210,14 @@ def train_cmd(
         from hwtrain.inmemory.run import train_inmemory
 
         if dataset is None:
-            from models.zoo import default_dataset
+            from hwtrain.inmemory.nets import NETS
 
-            dataset = default_dataset(model_name)
+            if model_name in NETS:
+                dataset = NETS[model_name]
+            else:
+                from models.zoo import default_dataset
+
+                dataset = default_dataset(model_name)
         metrics = train_inmemory(
             model_name,
             dataset,

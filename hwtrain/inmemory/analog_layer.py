@@ -5,8 +5,10 @@ with a fresh noisy read of the array (read noise / output noise are per MVM), th
 of runtime/physics/periphery.py (`periphery_mvm`: row blocks of the tile with an ADC each, the same DAC
 and ADC codes as the emulator). Its DAC range is each sample's max |x| (aihwkit's "abs-max noise
 management"), the one choice that differs from inference (see periphery.py).
-The weight gradient is NOT computed by autograd: the layer keeps (x, g) of the last step for the
-in-memory update rule (`UpdateRule.step`). The bias is digital and updated by plain SGD.
+The weight gradient is NOT computed by autograd: the array (`RecordedArray`, also the base of
+AnalogConv2d and AnalogLSTM) records the (input, error) rows of every MVM since the last update and
+hands them all to the in-memory update rule at once (`UpdateRule.step`: every patch of every image for a
+convolution, every time step for an LSTM). The bias is digital and updated by plain SGD.
 """
 
 from __future__ import annotations
@@ -61,52 +63,63 @@ def analog_mvm(v: torch.Tensor, w: torch.Tensor, w_scale: float, per: Periphery,
     return y * w_scale
 
 
-class _AnalogLinearFn(torch.autograd.Function):
+class _RecordedMVMFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, anchor: torch.Tensor, layer: AnalogLinear) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, v: torch.Tensor, anchor: torch.Tensor, layer: RecordedArray) -> torch.Tensor:  # type: ignore[override]
         ctx.layer = layer
-        ctx.x_needs_grad = x.requires_grad
-        ctx.save_for_backward(x)
-        return analog_mvm(x, layer.rule.read().T, layer.rule.w_scale, layer.periphery, layer.gen)
+        ctx.v_needs_grad = v.requires_grad
+        ctx.save_for_backward(v)
+        return analog_mvm(v, layer.rule.read().T, layer.rule.w_scale, layer.periphery, layer.gen)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        layer: AnalogLinear = ctx.layer
-        (x,) = ctx.saved_tensors
-        layer.last_x, layer.last_grad = x, g
-        if not ctx.x_needs_grad:  # first layer: no error to propagate further
+        layer: RecordedArray = ctx.layer
+        (v,) = ctx.saved_tensors
+        layer.rows.append((v.detach(), g.detach()))
+        if not ctx.v_needs_grad:
             return None, None, None
-        gx = analog_mvm(g, layer.rule.read(), layer.rule.w_scale, layer.periphery, layer.gen, transposed=True)
-        return gx, None, None
+        gv = analog_mvm(g, layer.rule.read(), layer.rule.w_scale, layer.periphery, layer.gen, transposed=True)
+        return gv, None, None
 
 
-class AnalogLinear(nn.Module):
-    """nn.Linear look-alike backed by an UpdateRule (the array + its pulse update)."""
+class RecordedArray(nn.Module):
+    """An analog array (UpdateRule) whose MVMs record their (input, error) rows for the in-memory update."""
 
     def __init__(self, rule: UpdateRule, bias: torch.Tensor, periphery: Periphery,
                  gen: torch.Generator | None) -> None:
         super().__init__()
         self.rule = rule
         self.bias = nn.Parameter(bias.clone())
-        # a grad-requiring input so autograd calls our backward even when x itself needs no gradient
-        self._anchor = torch.zeros((), requires_grad=True)
+        self._anchor = torch.zeros((), requires_grad=True)  # makes autograd call our backward
         self.periphery = periphery
         self.gen = gen
-        self.last_x: torch.Tensor | None = None
-        self.last_grad: torch.Tensor | None = None
+        self.rows: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def mvm(self, v: torch.Tensor) -> torch.Tensor:
+        """v [R, K] @ W^T on the array (no bias); recorded for the update when grad is enabled."""
         if torch.is_grad_enabled():
-            return _AnalogLinearFn.apply(x, self._anchor, self) + self.bias
-        return analog_mvm(x, self.rule.read().T, self.rule.w_scale, self.periphery, self.gen) + self.bias
+            return _RecordedMVMFn.apply(v, self._anchor, self)
+        return analog_mvm(v, self.rule.read().T, self.rule.w_scale, self.periphery, self.gen)
 
     def update(self, lr: float) -> None:
-        """Apply the in-memory weight update for the last backward pass, and the digital bias step."""
-        if self.last_x is None or self.last_grad is None:
-            return
-        self.rule.step(self.last_x, self.last_grad, lr)
+        """One UpdateRule.step with every recorded row, then the digital bias step."""
         with torch.no_grad():
+            if self.rows:
+                x = torch.cat([r[0] for r in self.rows])
+                g = torch.cat([r[1] for r in self.rows])
+                self.rule.step(x, g, lr)
             if self.bias.grad is not None:
                 self.bias -= lr * self.bias.grad
-                self.bias.grad = None
-        self.last_x = self.last_grad = None
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget the recorded rows and the bias gradient without updating (e.g. D in a GAN's G step)."""
+        self.rows = []
+        self.bias.grad = None
+
+
+class AnalogLinear(RecordedArray):
+    """nn.Linear look-alike backed by an UpdateRule (the array + its pulse update)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mvm(x) + self.bias

@@ -45,11 +45,18 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
     "limit": (0.0, ">=0", "use only the first N training images (0 = all)"),
     "test_limit": (0.0, ">=0", "use only the first N test images (0 = all)"),
     "lr_decay": (0.9, ">0", "multiply lr by this after every epoch"),
+    # the networks beyond the MLP (cnn, charlstm, gan: hwtrain/inmemory/nets.py)
+    "w_max_rel": (2.0, ">0", "cnn/charlstm/gan, mixed precision: each array's w_max / its init bound"),
+    "seq_len": (64.0, ">=1", "charlstm: characters per training sequence (truncated BPTT)"),
+    "hidden": (128.0, ">=1", "charlstm: LSTM hidden size"),
+    "d_lr": (1.0, ">0", "gan: the discriminator's lr as a multiple of lr"),
+    "real_label": (1.0, "(0,1]", "gan: target of real digits for D (one-sided label smoothing < 1)"),
+    "width": (16.0, ">=1", "cnn: channels of the first conv block (the second has twice as many)"),
 }
 
 
 #: parameters that count something (a float that is not whole is an error, not truncated)
-_INTEGERS = ("limit", "test_limit", "dac_bits", "adc_bits", "n_cols")
+_INTEGERS = ("limit", "test_limit", "dac_bits", "adc_bits", "n_cols", "seq_len", "hidden", "width")
 
 
 def _ok(value: float, check: str) -> bool:
@@ -63,6 +70,8 @@ def _ok(value: float, check: str) -> bool:
         return value >= 1
     if check == "(-1,1)":
         return -1 < value < 1
+    if check == "(0,1]":
+        return 0 < value <= 1
     if check == "[0,1]":
         return 0 <= value <= 1
     raise AssertionError(check)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hwtrain.inmemory import checkpoint
+from hwtrain.inmemory.nets import NETS
 from hwtrain.inmemory.network import AnalogMLP, build_network
 from hwtrain.inmemory.params import ALGORITHMS, DEVICES, resolve
 from runtime.errors import AcompileError
@@ -59,8 +60,13 @@ def train_inmemory(
     resume: Path | None = None,
     compute: str = "cpu",
     progress: bool = True,
+    samples_png: Path | None = None,
 ) -> dict:
     """Train `model` in memory; returns metrics (per-epoch test accuracy, time, pulses, refreshes).
+
+    `cnn`, `charlstm` and `gan` (hwtrain/inmemory/nets.py) train through train_nets.train_net (their own
+    metrics; no ONNX export or checkpoints); the gan writes a sample grid PNG to samples_png (default:
+    beside json_path, `<stem>-samples.png`).
 
     resume: a checkpoint path (``.npz`` + ``.json`` beside it); loaded if it exists, written after every
     epoch. With out set, the trained weights are exported to ONNX (and checkpointed next to it).
@@ -72,6 +78,10 @@ def train_inmemory(
         raise AcompileError(f"unknown training device {device!r}; choose one of {', '.join(DEVICES)}")
     if epochs < 0:
         raise AcompileError(f"epochs must be >= 0, got {epochs}")
+    if model in NETS:
+        return _train_net(model, dataset, algorithm, device, epochs, params=params, batch_size=batch_size,
+                          lr=lr, seed=seed, out=out, json_path=json_path, resume=resume, compute=compute,
+                          progress=progress, samples_png=samples_png)
     batch_size = DEFAULT_BATCH if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise AcompileError(f"batch size must be >= 1, got {batch_size}")
@@ -139,6 +149,26 @@ def train_inmemory(
     if json_path is not None:
         files[Path(json_path)] = json.dumps(metrics, indent=2)
     write_files(files, primary=out)
+    return metrics
+
+
+def _train_net(model: str, dataset: str, algorithm: str, device: str, epochs: int, *, params, batch_size,
+               lr, seed, out, json_path, resume, compute, progress, samples_png) -> dict:
+    from hwtrain.inmemory.train_nets import train_net
+
+    if out is not None or resume is not None:
+        raise AcompileError(f"in-memory {model}: ONNX export (-o) and checkpoints (--resume) are not "
+                            "supported; use --json for the metrics")
+    if batch_size is not None and int(batch_size) < 1:
+        raise AcompileError(f"batch size must be >= 1, got {batch_size}")
+    p = resolve(params)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    if samples_png is None and json_path is not None and model == "gan":
+        samples_png = Path(json_path).with_name(Path(json_path).stem + "-samples.png")
+    metrics = train_net(model, dataset, algorithm, device, epochs, p=p, batch_size=batch_size, lr=lr,
+                        seed=seed, compute=compute, progress=progress, samples_png=samples_png)
+    if json_path is not None:
+        write_files({Path(json_path): json.dumps(metrics, indent=2)})
     return metrics
 
 
