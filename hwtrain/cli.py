@@ -204,14 +204,13 @@ def train_cmd(
     parsed = _parse_params(params, offset)
     _check_files(algorithm, out, json_path, checkpoint, resume, init, data_root)
     if algorithm in INMEMORY_ALGORITHMS:
-        from hwtrain.inmemory.params import resolve
+        from hwtrain.inmemory.params import NETS, check_net_outputs, resolve
 
         resolve(parsed)  # names and ranges of --param, before torch loads
+        check_net_outputs(model_name, out, resume)
         from hwtrain.inmemory.run import train_inmemory
 
         if dataset is None:
-            from hwtrain.inmemory.nets import NETS
-
             if model_name in NETS:
                 dataset = NETS[model_name]
             else:

@@ -20,14 +20,8 @@ from hwtrain.inmemory.analog_layer import AnalogLinear
 from hwtrain.inmemory.analog_lstm import AnalogLSTM
 from hwtrain.inmemory.rules import make_periphery, make_rule
 
-NETS = {"cnn": "cifar10", "charlstm": "tinyshakespeare", "gan": "mnist"}  # model -> its dataset
 VOCAB = 65  # Tiny Shakespeare's characters
 Z_DIM = 64
-
-
-def discard(layer: nn.Module) -> None:
-    """Drop what a backward pass recorded in a layer without updating it."""
-    layer.discard()
 
 
 class AnalogCNN(nn.Module):
@@ -92,7 +86,7 @@ def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> torc
 
 def build_net(model: str, algorithm: str, device: str, p: dict[str, float], batch_size: int,
               gen: torch.Generator) -> nn.Module:
-    """One of NETS with one UpdateRule per array (rules.make_rule); weights drawn from `gen`."""
+    """One of params.NETS with one UpdateRule per array (rules.make_rule); weights drawn from `gen`."""
     per = make_periphery(algorithm, p)
 
     def rule(w: torch.Tensor, bound: float):

@@ -39,7 +39,8 @@ def _init_linear(n_out: int, n_in: int, gen: torch.Generator) -> tuple[torch.Ten
 def build_network(model: str, algorithm: str, device: str, p: dict[str, float], batch_size: int,
                   gen: torch.Generator, compute: str = "cpu") -> AnalogMLP:
     """The analog MLP with one update rule per layer; raises AcompileError for unsupported choices."""
-    from hwtrain.inmemory.nets import NETS, build_net
+    from hwtrain.inmemory.nets import build_net
+    from hwtrain.inmemory.params import NETS
 
     if model in NETS:
         check_algorithm(algorithm, device)

@@ -114,3 +114,14 @@ def parse_assignments(text: str) -> dict[str, float]:
         except ValueError as exc:
             raise AcompileError(f"parameter '{name.strip()}' must be a number, got {value!r}") from exc
     return out
+
+
+#: the networks beyond the MLP (hwtrain/inmemory/nets.py) and the dataset each trains on
+NETS = {"cnn": "cifar10", "charlstm": "tinyshakespeare", "gan": "mnist"}
+
+
+def check_net_outputs(model: str, out: object, resume: object) -> None:
+    """The networks of NETS write metrics only (--json): -o and --resume are refused before any work."""
+    if model in NETS and (out is not None or resume is not None):
+        raise AcompileError(f"in-memory {model}: ONNX export (-o) and checkpoints (--resume) are not "
+                            "supported; use --json for the metrics")

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from hwtrain.inmemory import checkpoint
-from hwtrain.inmemory.nets import NETS
 from hwtrain.inmemory.network import AnalogMLP, build_network
-from hwtrain.inmemory.params import ALGORITHMS, DEVICES, resolve
+from hwtrain.inmemory.params import ALGORITHMS, DEVICES, NETS, check_net_outputs, resolve
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
 from runtime.progress import Progress
@@ -156,9 +155,7 @@ def _train_net(model: str, dataset: str, algorithm: str, device: str, epochs: in
                lr, seed, out, json_path, resume, compute, progress, samples_png) -> dict:
     from hwtrain.inmemory.train_nets import train_net
 
-    if out is not None or resume is not None:
-        raise AcompileError(f"in-memory {model}: ONNX export (-o) and checkpoints (--resume) are not "
-                            "supported; use --json for the metrics")
+    check_net_outputs(model, out, resume)
     if batch_size is not None and int(batch_size) < 1:
         raise AcompileError(f"batch size must be >= 1, got {batch_size}")
     p = resolve(params)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hwtrain.inmemory.nets import NETS, Z_DIM, discard
+from hwtrain.inmemory.nets import Z_DIM
+from hwtrain.inmemory.params import NETS
 from runtime.errors import AcompileError
 from runtime.progress import Progress
 from runtime.progress import write as progress_write
@@ -281,7 +282,7 @@ class _GANTask:
         for layer in net.generator_layers():
             layer.update(lr)
         for layer in net.discriminator_layers():
-            discard(layer)
+            layer.discard()
         self.g_losses.append(float(g_loss.detach()))
         return float(d_loss.detach())
 
