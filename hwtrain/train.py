@@ -34,7 +34,7 @@ from hwtrain.noise import (
     clip_weights_,
     load_clean_state_dict,
 )
-from runtime.data import Dataset, Preprocessing
+from runtime.data import Dataset, Preprocessing, augment_crop_flip
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
 from runtime.progress import Progress
@@ -96,20 +96,6 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------------
 # data
-
-
-def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Standard CIFAR augmentation on uint8 NHWC: random crop of the zero-padded image, random h-flip."""
-    n, h, w = x.shape[:3]
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (x.ndim - 3))
-    dy = rng.integers(0, 2 * pad + 1, n)
-    dx = rng.integers(0, 2 * pad + 1, n)
-    rows = dy[:, None] + np.arange(h)[None, :]
-    cols = dx[:, None] + np.arange(w)[None, :]
-    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    flip = rng.random(n) < 0.5
-    out[flip] = out[flip][:, :, ::-1]
-    return out
 
 
 def batches(

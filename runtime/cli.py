@@ -44,6 +44,11 @@ _OPTIONS = [
                       "better). agreement / rel-error need no labels (--data inputs.npz with just x)."),
     click.option("--calib", default=1000, show_default=True, type=opt.POS_INT,
                  help="Training images (>= 1) for bn compensation (Joshi 2020 used 2600 on CIFAR-10)."),
+    click.option("--calib-augment", default="auto", show_default=True,
+                 type=click.Choice(list(opt.CALIB_AUGMENT)),
+                 help="bn compensation re-estimates BN statistics on training images augmented as in "
+                      "training (crop-flip: random crop of the 4-pixel zero-padded image + flip), or as "
+                      "they are (none); auto = crop-flip for 32x32 RGB images."),
     click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
                  help="Write the results (every chip's accuracy, settings) as JSON (.json)."),
     click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -181,7 +186,8 @@ def run_eval(mapped_path: Path, **kw: Any) -> dict:
         compensation=kw.get("compensation") or ["none", "global", "bn"],
         compensation_given=bool(kw.get("compensation")),
         seed=kw["seed"], compute=kw["compute"], batch_size=kw["batch_size"], limit=kw.get("limit"),
-        calib=kw["calib"], mean=kw.get("mean"), std=kw.get("std"), scale=kw.get("scale"),
+        calib=kw["calib"], calib_augment=kw.get("calib_augment", "auto"),
+        mean=kw.get("mean"), std=kw.get("std"), scale=kw.get("scale"),
         overrides=overrides, baseline=not kw.get("no_baseline"), threads=kw.get("threads"),
         balanced=bool(kw.get("balanced")), metric=kw["metric"])
     runner = None

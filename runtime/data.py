@@ -316,3 +316,23 @@ def _load_cifar10_batches(folder: Path, split: str) -> Dataset:
         xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         ys.append(np.asarray(batch[b"labels"], np.int64))
     return Dataset(np.concatenate(xs), np.concatenate(ys), "cifar10")
+
+
+def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Standard CIFAR augmentation on uint8 NHWC: random crop of the zero-padded image, random h-flip
+    (training in hwtrain, and the BN calibration images of `bn` compensation)."""
+    n, h, w = x.shape[:3]
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (x.ndim - 3))
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    rows = dy[:, None] + np.arange(h)[None, :]
+    cols = dx[:, None] + np.arange(w)[None, :]
+    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip][:, :, ::-1]
+    return out
+
+
+def crop_flip_applies(x: np.ndarray) -> bool:
+    """The images augment_crop_flip is meant for: 32x32 RGB uint8 (CIFAR-style)."""
+    return x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (32, 32, 3)

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -26,7 +26,13 @@ from runtime.baseline import OrtBaseline, target_of
 from runtime.errors import AcompileError
 from runtime.executor import Executor, load_model
 from runtime.memory import keep_freed_memory
-from runtime.options import METRICS, check_metric, format_time, parse_times  # noqa: F401  (re-exported)
+from runtime.options import (  # noqa: F401  (re-exported)
+    CALIB_AUGMENT,
+    METRICS,
+    check_metric,
+    format_time,
+    parse_times,
+)
 
 
 def derive_seed(*parts: int) -> int:
@@ -54,6 +60,7 @@ class EvalConfig:
     batch_size: int = 128
     limit: int | None = None
     calib: int = 1000
+    calib_augment: str = "auto"  # the bn calibration images: auto | crop-flip | none (options.CALIB_AUGMENT)
     dac_calib_images: int = 256
     data_root: str | None = None
     mean: list[float] | None = None
@@ -150,11 +157,24 @@ def preprocessing_for(model: onnx.ModelProto, data: str, cfg: EvalConfig):
     return prep
 
 
-def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
-    from runtime.data import load_dataset
+class EvalData(NamedTuple):
+    """What an eval run scores and calibrates on (preprocessed model inputs)."""
+
+    x: np.ndarray  # test inputs
+    y: np.ndarray  # their labels (empty for an inputs-only .npz)
+    xc: np.ndarray  # calibration images: the DAC input ranges (clean, as the chip will see them)
+    xbn: np.ndarray  # the images `bn` compensation re-estimates BN statistics on
+    calib_source: str
+    name: str
+
+
+def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig) -> EvalData:
+    from runtime.data import augment_crop_flip, crop_flip_applies, load_dataset
 
     check_metric(cfg.metric, cfg.balanced)
+    if cfg.calib_augment not in CALIB_AUGMENT:
+        raise AcompileError(f"--calib-augment must be one of {', '.join(CALIB_AUGMENT)}, got "
+                            f"{cfg.calib_augment!r}")
     prep = preprocessing_for(model, cfg.data, cfg)
     test = load_dataset(cfg.data, "test", cfg.data_root, unlabelled=True)
     if len(test) == 0:
@@ -172,19 +192,28 @@ def _prepare_data(model: onnx.ModelProto, cfg: EvalConfig
         raise AcompileError(f"data '{cfg.data}' gives inputs of shape {list(x.shape[1:])} but the model "
                             f"expects {dims[1:]}")
     n_cal = max(cfg.calib, cfg.dac_calib_images)
-    source = "train"
     y = test.y if test.y is not None else np.zeros(0, np.int64)
-    if test.y is None:  # an inputs-only .npz has no train split: calibrate on its own x
-        return x, y, x[:n_cal], "the .npz's x (inputs only, no train split)", test.name
-    try:
-        train = load_dataset(cfg.data, "train", cfg.data_root)
-        if len(train) == 0:
-            raise AcompileError("empty train split")
-        xc = prep.apply(train.x[:n_cal])
-    except AcompileError:
-        source = "test (no train split found)"
-        xc = x[:n_cal]
-    return x, y, xc, source, test.name
+    train = None
+    if test.y is not None:  # an inputs-only .npz has no train split: calibrate on its own x
+        try:
+            train = load_dataset(cfg.data, "train", cfg.data_root)
+        except AcompileError:
+            pass
+    raw = train.x[:n_cal] if train is not None and len(train) else None
+    if cfg.calib_augment == "crop-flip" and (raw is None or not crop_flip_applies(raw)):
+        raise AcompileError(f"--calib-augment crop-flip needs a train split of 32x32 RGB images; data "
+                            f"{cfg.data!r} " + ("has none" if raw is None else f"has {list(raw.shape[1:])}"))
+    if raw is None:
+        source = "test (no train split found)" if test.y is not None else \
+            "the .npz's x (inputs only, no train split)"
+        return EvalData(x, y, x[:n_cal], x[:cfg.calib], source, test.name)
+    xc = prep.apply(raw)
+    if cfg.calib_augment == "none" or not crop_flip_applies(raw):
+        return EvalData(x, y, xc, xc[:cfg.calib], "train", test.name)
+    rng = np.random.default_rng([cfg.seed, 7])  # the same augmented images for every chip
+    xbn = prep.apply(augment_crop_flip(raw[:cfg.calib], rng))
+    return EvalData(x, y, xc, xbn, "train; bn: random crop (4-pixel zero padding) + flip, as in training",
+                    test.name)
 
 
 def _model_inputs(prep, x: np.ndarray) -> np.ndarray:
@@ -306,20 +335,20 @@ class Session:
     x: np.ndarray
     y: np.ndarray
     xc: np.ndarray
+    xbn: np.ndarray
     batch_size: int
     header: dict[str, Any]
     #: the digital model's outputs on `x` (agreement / rel-error only; None for accuracy)
     ref: np.ndarray | None = None
 
 
-def prepare_data(model: onnx.ModelProto, cfg: EvalConfig
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, str]:
-    """(x, y, calibration images, calibration source, data name) of an eval run (preprocessed)."""
+def prepare_data(model: onnx.ModelProto, cfg: EvalConfig) -> EvalData:
+    """The test and calibration images of an eval run (preprocessed)."""
     return _prepare_data(model, cfg)
 
 
 def open_session(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress: bool = True,
-                 data: tuple[np.ndarray, np.ndarray, np.ndarray, str, str] | None = None,
+                 data: EvalData | None = None,
                  checked: bool = False) -> Session:
     """Check the mapped model and the config, load the data (or take `data`, from `prepare_data`), build
     the emulator. `checked`: the caller ran `contract.check_mapped` on this model already."""
@@ -336,7 +365,7 @@ def open_session(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress
         raise AcompileError("--chips and --batch-size must be >= 1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    x, y, xc, calib_source, data_name = data if data is not None else _prepare_data(model, cfg)
+    x, y, xc, xbn, calib_source, data_name = data if data is not None else _prepare_data(model, cfg)
     fixed_batch = _fixed_batch(model)
     batch_size = cfg.batch_size
     if fixed_batch is not None and fixed_batch != batch_size:
@@ -361,14 +390,14 @@ def open_session(mapped: onnx.ModelProto | str | Path, cfg: EvalConfig, progress
         "chips": cfg.chips, "seed": cfg.seed, "compute": cfg.compute, "times": cfg.times,
         "metric": metric_name(cfg),
         "compensation": methods,
-        "calibration": {"images": int(min(cfg.calib, len(xc))), "source": calib_source},
+        "calibration": {"images": int(len(xbn)), "source": calib_source},
         "settings": _settings_dict(settings),
         "kernels": emu.layers[0].kernels_used(),
     }
     ref = None
     if cfg.metric != "accuracy":
         ref = reference_outputs(model, x, cfg.batch_size, cfg.threads)
-    return Session(model, cfg, emu, methods, x, y, xc, batch_size, header, ref)
+    return Session(model, cfg, emu, methods, x, y, xc, xbn, batch_size, header, ref)
 
 
 def reference_outputs(model: onnx.ModelProto, x: np.ndarray, batch_size: int,
@@ -385,7 +414,7 @@ def run_chip(s: Session, chip: int, bar=None) -> list[float]:
     `cfg.metric`'s values against the digital outputs `s.ref`) in the order (time, method), time-major.
     Depends only on (cfg.seed, chip) and the session."""
     cfg, emu, batch_size = s.cfg, s.emu, s.batch_size
-    calib_bn = s.xc[: cfg.calib]
+    calib_bn = s.xbn
     calib_dac = s.xc[: cfg.dac_calib_images]
     out: list[float] = []
     if bar is not None:

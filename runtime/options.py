@@ -56,6 +56,11 @@ def fraction(v: Any) -> str | None:
     return None if nonneg_float(v) is None and v < 1 else "a number in [0, 1)"
 
 
+def unit_interval(v: Any) -> str | None:
+    """A number in [0, 1] (a mixing weight)."""
+    return None if nonneg_float(v) is None and v <= 1 else "a number in [0, 1]"
+
+
 # ---- parsers (torch-free; runtime.evaluate and the CLIs share them) -------------------------------------
 def parse_times(spec: str, flag: str = "--times", positive: bool = False) -> list[float]:
     """'1s,1h,1d,30d,1y' or seconds ('25,3600') -> seconds after programming (>= 0, or > 0 when
@@ -200,6 +205,7 @@ SEED = Checked(int, int_in(0, MAX_SEED))
 POS_FLOAT = Checked(float, pos_float)
 NONNEG_FLOAT = Checked(float, nonneg_float)
 FRACTION = Checked(float, fraction)
+UNIT = Checked(float, unit_interval)
 TIMES = Parsed(parse_times, "times")
 POS_TIMES = Parsed(lambda t, f: parse_times(t, f, positive=True), "times")
 FLOATS = Parsed(parse_floats, "numbers")
@@ -217,6 +223,13 @@ def same_length(a: Sequence | None, b: Sequence | None, flags: str = "--mean and
 #: `acompile eval --metric`: accuracy against the labels, or (no labels needed) fidelity to the digital
 #: model: agreement (share of equal top-1) and rel-error (relative L2 error of the outputs)
 METRICS = ("accuracy", "agreement", "rel-error")
+
+
+#: `--calib-augment`: the images `bn` compensation re-estimates BN statistics on. BN statistics are
+#: learned on augmented training batches; re-estimating them on clean images shifts them away from what
+#: the following layers were trained with (ResNet-32, no noise at all: -1.2 points for Idelbayev's
+#: network, -0.2 with crop + flip; bench/RESULTS-finetune.md). auto = crop-flip for 32x32 RGB images.
+CALIB_AUGMENT = ("auto", "crop-flip", "none")
 
 
 def check_metric(metric: str, balanced: bool = False) -> None:

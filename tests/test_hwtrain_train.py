@@ -10,9 +10,9 @@ import torch
 
 from compiler.cli import main
 from hwtrain.noise import HWAConfig
-from hwtrain.train import TrainConfig, augment_crop_flip, evaluate, lr_at, train
+from hwtrain.train import TrainConfig, evaluate, lr_at, train
 from models import zoo
-from runtime.data import Dataset, load_dataset
+from runtime.data import Dataset, augment_crop_flip, load_dataset
 from runtime.errors import AcompileError
 
 

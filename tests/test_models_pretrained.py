@@ -104,6 +104,42 @@ def test_accuracy_on_exact_test_images(run_cli, tmp_path):
     assert res["results"][0]["accuracies"] == [pytest.approx(res["baseline"]["accuracy"], abs=0.01)]
 
 
+@pytest.mark.skipif(not TEST_1K.exists(), reason=NO_DATA)
+def test_bn_calibration_on_augmented_images_keeps_the_trained_statistics(run_cli, tmp_path):
+    """With every noise off, `bn` re-estimation should change nothing. On clean training images it costs
+    Idelbayev's network accuracy (its BN statistics were learned on crop + flip batches: 91.9 vs 92.8 % on
+    test-1k); on the same images augmented as in training it stays within 0.2 points (92.7 %)."""
+    out = tmp_path / "r32.ideal.onnx"
+    code, _, err = run_cli(MODEL, "--target", "ideal", "-o", out)
+    assert code == 0, err
+    acc = {}
+    for aug in ("none", "crop-flip", "auto"):
+        code, _, err = run_cli("eval", out, "--data", "cifar10-exact:test-1k", "--chips", "1", "--times", "0",
+                               "--compensation", "none,bn", "--calib", "1000", "--calib-augment", aug,
+                               "--threads", "1", "--quiet", "--json", tmp_path / f"{aug}.json")
+        assert code == 0, err
+        res = json.loads((tmp_path / f"{aug}.json").read_text())
+        none, bn = (r["mean"] for r in res["results"])
+        acc[aug] = (none, bn, res["calibration"]["source"])
+    none = acc["none"][0]
+    assert acc["crop-flip"][1] >= none - 0.002, acc
+    assert acc["none"][1] <= none - 0.005, acc
+    assert acc["auto"] == acc["crop-flip"] and "crop" in acc["auto"][2], acc  # 32x32 RGB: augmented
+
+
+def test_calib_augment_crop_flip_needs_cifar_style_train_images(run_cli, tmp_path):
+    from models import DATA_DIR
+
+    out = tmp_path / "mlp.ideal.onnx"
+    code, _, err = run_cli(REPO / "models" / "mlp-mnist.onnx", "--target", "ideal", "-o", out)
+    assert code == 0, err
+    code, _, err = run_cli("eval", out, "--data", DATA_DIR / "mnist-test-1k.npz", "--calib-augment",
+                           "crop-flip", "--quiet", "--json", tmp_path / "r.json")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "--calib-augment crop-flip needs" in lines[0], err
+    assert not (tmp_path / "r.json").exists()
+
+
 @pytest.mark.skipif(not NPZ.exists(), reason=f"needs the pretrained weights {NPZ}, absent here")
 def test_import_script_reproduces_the_bundled_model(proto, tmp_path):
     """scripts/import_resnet32.py from the shared npz gives the bundled graph, weights and metadata."""
