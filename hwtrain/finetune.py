@@ -30,10 +30,10 @@ import torch.nn.functional as F
 
 from hwtrain.analog_hwa import HWAContext, HWAKnobs, HWALayer
 from hwtrain.graph_module import OnnxGraphModule, initializer_source, trainable_initializers
-from hwtrain.train import augment_crop_flip, lr_at
+from hwtrain.train import lr_at
 from runtime import contract
 from runtime.analog_settings import AnalogSettings
-from runtime.data import PREPROCESSING_KEY, Dataset, Preprocessing
+from runtime.data import PREPROCESSING_KEY, Dataset, Preprocessing, augment_crop_flip
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
 from runtime.progress import Progress
@@ -63,6 +63,8 @@ class FinetuneConfig:
     eval_limit: int | None = None
     precision: str = "fp32"
     channels_last: bool = True
+    distill: float = 0.0  # weight of the parent's soft labels in the loss (0 = plain cross-entropy)
+    distill_temp: float = 4.0
     knobs: HWAKnobs = field(default_factory=HWAKnobs)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,9 @@ class FinetuneConfig:
                   (self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}"),
                   (self.eval_limit is None or self.eval_limit >= 1,
                    f"--eval-limit must be >= 1, got {self.eval_limit}"),
+                  (0 <= self.distill <= 1, f"--distill must be in [0, 1], got {self.distill}"),
+                  (math.isfinite(self.distill_temp) and self.distill_temp > 0,
+                   f"--distill-temp must be > 0, got {self.distill_temp}"),
                   (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
                   (0 <= self.seed < 2**63, f"--seed must be in [0, 2^63), got {self.seed}")]
         for ok, msg in checks:
@@ -375,6 +380,32 @@ def clip_weights(prepared: Prepared, k: float) -> None:
         w.clamp_(-bound, bound)
 
 
+def make_teacher(prepared: Prepared, device: torch.device) -> OnnxGraphModule:
+    """The parent model as it came in, digital and frozen: its soft labels keep the fine-tuned network
+    close to the function it was trained to compute (on the clean images too, when the training images
+    are JPEG copies it never saw), while the noise teaches robustness (Rasch et al. 2023 distil HWA
+    training from the floating-point model)."""
+    teacher = OnnxGraphModule(prepared.original).to(device)
+    teacher.move_constants(device)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def loss_fn(out: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, cfg: FinetuneConfig
+            ) -> torch.Tensor:
+    """Cross-entropy, mixed with T^2 KL(teacher || student) at temperature T when distilling (Hinton 2015:
+    T^2 keeps the soft term's gradient scale independent of T)."""
+    ce = F.cross_entropy(out, y)
+    if soft is None or cfg.distill == 0:
+        return ce
+    t = cfg.distill_temp
+    kd = F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(soft / t, 1), reduction="batchmean",
+                  log_target=True) * t * t
+    return (1 - cfg.distill) * ce + cfg.distill * kd
+
+
 def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: Dataset | None, *,
           checkpoint: Path | None = None, resume: Path | None = None, compute: str = "cpu",
           progress: bool = True) -> dict[str, Any]:
@@ -393,6 +424,7 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
     for ly in prepared.layers:
         ly.generator = gen
     opt = make_optimizer(m, cfg)
+    teacher = make_teacher(prepared, device) if cfg.distill > 0 else None
     augment = cfg.augment if cfg.augment is not None else (train_ds.x.ndim == 4 and train_ds.x.shape[1:3] ==
                                                            (32, 32))
     steps = math.ceil(len(train_ds) / cfg.batch_size)
@@ -431,7 +463,11 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
             with autocast:
                 out = m(x)
             out = out.reshape(len(y), -1).float()
-            loss = F.cross_entropy(out, y)
+            soft = None
+            if teacher is not None:
+                with torch.no_grad(), autocast:
+                    soft = teacher(x).reshape(len(y), -1).float()
+            loss = loss_fn(out, y, soft, cfg)
             if not torch.isfinite(loss):
                 raise AcompileError(f"loss became {float(loss)} at epoch {epoch + 1}, step {i + 1}: "
                                     "lower --lr")

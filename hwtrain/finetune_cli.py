@@ -75,6 +75,11 @@ def default_output(model: Path) -> Path:
               help="Pixel scale before mean/std [default 1/255].")
 @click.option("--augment/--no-augment", default=None,
               help="Random crop + flip [default: on for 32x32 RGB images].")
+@click.option("--distill", type=opt.UNIT, default=0.0, show_default=True,
+              help="Weight in [0, 1] of the input model's own soft labels in the loss (knowledge "
+                   "distillation from the digital parent; 0 = cross-entropy only).")
+@click.option("--distill-temp", type=opt.POS_FLOAT, default=4.0, show_default=True,
+              help="Softmax temperature of the distillation term.")
 @click.option("--seed", type=opt.SEED, default=0, show_default=True)
 @click.option("--limit", type=opt.POS_INT, default=None, help="Train on the first N images (smoke runs).")
 @click.option("--eval-limit", type=opt.POS_INT, default=None,
@@ -102,7 +107,7 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
                  adc_bits: int | None, out_noise: float | None, out_bound: float | str | None,
                  digital: tuple[str, ...], mean: list[float] | None, std: list[float] | None,
                  scale: float | None,
-                 augment: bool | None, seed: int,
+                 augment: bool | None, distill: float, distill_temp: float, seed: int,
                  limit: int | None, eval_limit: int | None, precision: str, no_channels_last: bool,
                  threads: int | None, compute: str, output: Path | None, checkpoint: Path | None,
                  keep_checkpoint: bool, resume: bool, json_path: Path | None, quiet: bool) -> None:
@@ -154,7 +159,8 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
                          weight_decay=weight_decay, schedule=schedule, augment=augment, seed=seed,
                          limit=limit, eval_limit=eval_limit, precision=precision,
-                         channels_last=not no_channels_last, knobs=knobs)
+                         channels_last=not no_channels_last, distill=distill, distill_temp=distill_temp,
+                         knobs=knobs)
     import torch
 
     if compute == "cuda" and not torch.cuda.is_available():

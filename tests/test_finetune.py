@@ -235,6 +235,37 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
         np.testing.assert_allclose(second.module.state_arrays()[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_distillation_loss_is_hintons() -> None:
+    """(1 - a) CE + a T^2 KL(teacher || student) at temperature T, written out by hand."""
+    torch.manual_seed(0)
+    out, soft, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(0, 10, (6,))
+    cfg = ft.FinetuneConfig(distill=0.7, distill_temp=3.0)
+    p_t = torch.softmax(soft / 3.0, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(out / 3.0, 1))).sum(1).mean()
+    want = 0.3 * F.cross_entropy(out, y) + 0.7 * 9.0 * kl
+    torch.testing.assert_close(ft.loss_fn(out, y, soft, cfg), want)
+    torch.testing.assert_close(ft.loss_fn(out, y, soft, ft.FinetuneConfig()), F.cross_entropy(out, y))
+    pure = ft.FinetuneConfig(distill=1.0)
+    assert float(ft.loss_fn(soft, y, soft, pure)) == pytest.approx(0.0, abs=1e-6)  # student = teacher
+
+
+def test_distillation_teaches_the_parent_s_outputs(tmp_path):
+    """The teacher is the input model as it came in, not the student being trained: on scrambled labels,
+    cross-entropy alone unlearns the digits, while half the loss from the parent's soft labels keeps them
+    (a teacher that followed the student would give no signal and the digits would be lost too)."""
+    src = model_path("mlp-mnist.onnx")
+    ds = load_dataset(str(MNIST_1K), "test")
+    test_ds = Dataset(ds.x[600:], ds.y[600:], "b")
+    scrambled = Dataset(ds.x[:600], (ds.y[:600] + 1) % 10, "scrambled")
+    acc = {}
+    for a in (0.0, 0.5):
+        prepared = ft.prepare(src, load_target("pcm"))
+        cfg = ft.FinetuneConfig(epochs=3, lr=0.05, batch_size=32, distill=a)
+        acc[a] = ft.train(prepared, cfg, scrambled, test_ds, progress=False)["history"][-1]["test_accuracy"]
+    assert acc[0.5] > 0.9, acc
+    assert acc[0.0] < 0.5, acc
+
+
 # ---- bad input: one line, exit 2, nothing written ------------------------------------------------
 
 
@@ -291,6 +322,8 @@ def _bad_cases(tmp_path: Path, tiny_cifar: Path) -> dict[str, tuple[list, str]]:
         "not an onnx output": ([good, *data, "-o", tmp_path / "x.txt"], ".onnx"),
         "bad noise times": ([good, *data, "--noise-times", "1s,abc"], "--noise-times"),
         "one noise time": ([good, *data, "--noise-times", "1d"], "two times"),
+        "distill weight above 1": ([good, *data, "--distill", "1.5"], "--distill"),
+        "distill temperature 0": ([good, *data, "--distill", "0.5", "--distill-temp", "0"], "--distill-temp"),
         "noise times need device noise": ([good, *data, "--noise-times", "1s,1y", "--noise-shape",
                                            "gaussian"], "--noise-shape device"),
     }
