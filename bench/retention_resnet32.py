@@ -113,6 +113,27 @@ def markdown(name: str) -> str:
     return "\n".join(lines)
 
 
+def part_table(name: str, part: str) -> str:
+    """The table of one extra part (test1k, jpeg): times x compensations."""
+    p = OUT / f"{name}-{part}.json"
+    if not p.exists():
+        return ""
+    res = json.loads(p.read_text())
+    label = {"test1k": "Exact `test-1k`", "jpeg": "Full JPEG-75 test set"}[part]
+    kind = "class-balanced accuracy" if PARTS[part][1] else "accuracy"
+    lines = [f"{label}: {res['n_images']} images, {res['chips']} chip(s), {kind}; digital (onnxruntime) "
+             f"{100 * res['baseline']['accuracy']:.2f} %", "",
+             "| time | " + " | ".join(METHODS) + " |", "| --- |" + " --- |" * len(METHODS)]
+    by_time: dict[str, dict] = {}
+    for r in res["results"]:
+        by_time.setdefault(r["time"], {})[r["compensation"]] = r
+    for t, per in by_time.items():
+        cells = [f"{100 * per[m]['mean']:.2f} ± {100 * per[m]['std']:.2f}" if m in per else ""
+                 for m in METHODS]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -128,7 +149,8 @@ def main() -> None:
                 (OUT / f"{name}-{part}.json").write_text(json.dumps(res, indent=1) + "\n")
                 print(f"{name} {part}: done in {res['seconds']:.0f} s", flush=True)
     for name in MODELS:
-        text = markdown(name)
+        tables = (markdown(name), part_table(name, "test1k"), part_table(name, "jpeg"))
+        text = "\n\n".join(t for t in tables if t)
         if text:
             print(f"\n### {name}\n\n{text}")
     plot(BENCH / "retention-resnet32.png")
