@@ -893,7 +893,7 @@ def oracle() -> dict[int, Callable[[str], bool]]:
         id(opt.BITS): lambda s: (v := _as_int(s)) is not None and (v == 0 or 2 <= v <= 16),
         id(opt.CHIPS): _ints(1, 10_000), id(opt.THREADS): _ints(1, 1024), id(opt.SEED): _ints(0, 2**63 - 1),
         id(opt.POS_FLOAT): _floats(lambda v: v > 0), id(opt.NONNEG_FLOAT): _floats(lambda v: v >= 0),
-        id(opt.FRACTION): _floats(lambda v: 0 <= v < 1),
+        id(opt.FRACTION): _floats(lambda v: 0 <= v < 1), id(opt.UNIT): _floats(lambda v: 0 <= v <= 1),
         id(opt.TIMES): _list(_time(False)), id(opt.POS_TIMES): _list(_time(True)),
         id(opt.FLOATS): _list(lambda p: _as_float(p) is not None),
         id(opt.POS_FLOATS): _list(lambda p: (v := _as_float(p)) is not None and v > 0),
