@@ -59,3 +59,15 @@ def make_rule(algorithm: str, device: str, p: dict[str, float], w: torch.Tensor,
                         lr_h=p["lr_h"], lr_a_scale=p["lr_a"], p_flip=p["p_flip"],
                         n_cols=int(p["n_cols"]) or batch_size, read_noise=p["out_noise"],
                         sync=p["sync"] > 0, period=int(p["period"]))
+
+
+def rule_stats(rule) -> dict:
+    """What a run's JSON records of one array's rule: its counters, and for PCM pairs refreshes and eps."""
+    stats: dict = {"rule": type(rule).__name__}
+    for attr in ("pulses", "transfers", "steps"):
+        if hasattr(rule, attr):
+            stats[attr] = int(getattr(rule, attr))
+    if hasattr(rule, "pair"):
+        stats["refreshes"] = int(rule.pair.refreshes)
+        stats["eps"] = float(rule.eps)
+    return stats

@@ -13,6 +13,7 @@ import torch
 from hwtrain.inmemory import checkpoint
 from hwtrain.inmemory.network import AnalogMLP, build_network
 from hwtrain.inmemory.params import ALGORITHMS, DEVICES, NETS, check_net_outputs, resolve
+from hwtrain.inmemory.rules import rule_stats
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
 from runtime.progress import Progress
@@ -139,7 +140,7 @@ def train_inmemory(
         "best_test_accuracy": max((h["test_accuracy"] for h in history), default=final),
         "history": history, "train_images": n, "test_images": len(y_test),
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else 0.0,
-        "layers": [_layer_stats(layer.rule) for layer in layers],
+        "layers": [rule_stats(layer.rule) for layer in layers],
     }
     files: dict[Path, bytes | str] = {}  # one set, the model moved into place last
     if out is not None:
@@ -167,17 +168,6 @@ def _train_net(model: str, dataset: str, algorithm: str, device: str, epochs: in
     if json_path is not None:
         write_files({Path(json_path): json.dumps(metrics, indent=2)})
     return metrics
-
-
-def _layer_stats(rule) -> dict:
-    stats: dict = {"rule": type(rule).__name__}
-    for attr in ("pulses", "transfers", "steps"):
-        if hasattr(rule, attr):
-            stats[attr] = int(getattr(rule, attr))
-    if hasattr(rule, "pair"):
-        stats["refreshes"] = int(rule.pair.refreshes)
-        stats["eps"] = float(rule.eps)
-    return stats
 
 
 def effective_torch_model(net: AnalogMLP, model: str) -> torch.nn.Module:

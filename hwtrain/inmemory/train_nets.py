@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from hwtrain.inmemory.nets import Z_DIM
 from hwtrain.inmemory.params import NETS
+from hwtrain.inmemory.rules import rule_stats
 from runtime.errors import AcompileError
 from runtime.progress import Progress
 from runtime.progress import write as progress_write
@@ -45,13 +46,8 @@ def _device_counts(layers) -> tuple[int, int, int]:
 
 def _layer_stats(layer) -> dict:
     rule = layer.rule
-    out = {"layer": type(layer).__name__, "rule": type(rule).__name__, "shape": list(rule.weights().shape)}
-    for attr in ("pulses", "steps", "transfers"):
-        if hasattr(rule, attr):
-            out[attr] = int(getattr(rule, attr))
+    out = {"layer": type(layer).__name__, **rule_stats(rule), "shape": list(rule.weights().shape)}
     if hasattr(rule, "pair"):
-        out["refreshes"] = int(rule.pair.refreshes)
-        out["eps"] = float(rule.eps)
         out["w_max"] = float(rule.w_scale)
     return out
 
