@@ -197,3 +197,25 @@ def test_frechet_distance_of_shifted_gaussians() -> None:
     a = rng.standard_normal((200_000, 3))
     b = 2 * rng.standard_normal((200_000, 3)) + np.array([1.0, 0.0, 2.0])
     assert frechet_distance(a, b) == pytest.approx(5 + 3, rel=0.02)
+
+
+def test_output_array_takes_its_own_w_max() -> None:
+    """--param w_max_out_rel=K: the output array's w_max (the classifier's; the GAN discriminator's) is K x
+    its init bound, every other array keeps w_max_rel x its own (He-uniform for the convs, 1/sqrt(hidden)
+    for the LSTM, gain/sqrt(fan-in) for the GAN's)."""
+    from hwtrain.inmemory import params
+    from hwtrain.inmemory.nets import build_net
+
+    p = params.resolve({"w_max_out_rel": 8.0})
+    cnn = build_net("cnn", "mixed-precision", "pcm", p, 4, _gen())
+    assert cnn.fc.rule.w_scale == pytest.approx(8.0 / math.sqrt(32 * 8 * 8))
+    fan_ins = [3 * 9, 16 * 9, 16 * 9, 32 * 9]
+    assert [c.rule.w_scale for c in cnn.convs] == pytest.approx([2.0 * math.sqrt(6.0 / f) for f in fan_ins])
+    lstm = build_net("charlstm", "mixed-precision", "pcm", p, 4, _gen())
+    assert lstm.fc.rule.w_scale == pytest.approx(8.0 / math.sqrt(128))
+    assert lstm.lstm.rule.w_scale == pytest.approx(2.0 / math.sqrt(128))
+    gan = build_net("gan", "mixed-precision", "pcm", p, 4, _gen())
+    assert gan.d2.rule.w_scale == pytest.approx(8.0 * math.sqrt(3) / math.sqrt(256))  # D's output
+    assert gan.g2.rule.w_scale == pytest.approx(2.0 * math.sqrt(3) / math.sqrt(256))  # G's keeps 2x
+    default = build_net("cnn", "mixed-precision", "pcm", params.resolve({}), 4, _gen())
+    assert default.fc.rule.w_scale == pytest.approx(2.0 / math.sqrt(32 * 8 * 8))

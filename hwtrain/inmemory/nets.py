@@ -89,13 +89,15 @@ def build_net(model: str, algorithm: str, device: str, p: dict[str, float], batc
     """One of params.NETS with one UpdateRule per array (rules.make_rule); weights drawn from `gen`."""
     per = make_periphery(algorithm, p)
 
-    def rule(w: torch.Tensor, bound: float):
-        return make_rule(algorithm, device, p, w, gen, batch_size, p["w_max_rel"] * bound)
+    def rule(w: torch.Tensor, bound: float, rel: float | None = None):
+        return make_rule(algorithm, device, p, w, gen, batch_size, (rel or p["w_max_rel"]) * bound)
 
-    def linear(n_in: int, n_out: int, gain: float = 1.0) -> AnalogLinear:
+    def linear(n_in: int, n_out: int, gain: float = 1.0, rel: float | None = None) -> AnalogLinear:
         bound = gain / math.sqrt(n_in)
         w, b = _uniform((n_out, n_in), bound, gen), _uniform((n_out,), 1 / math.sqrt(n_in), gen)
-        return AnalogLinear(rule(w, bound), b, per, gen)
+        return AnalogLinear(rule(w, bound, rel), b, per, gen)
+
+    out_rel = p["w_max_out_rel"] or None  # the classifier's weights outgrow their init bound the most
 
     if model == "cnn":
         width = int(p["width"])
@@ -107,7 +109,7 @@ def build_net(model: str, algorithm: str, device: str, p: dict[str, float], batc
             w = _uniform((c_out, fan_in), bound, gen)
             convs.append(AnalogConv2d(rule(w, bound), torch.zeros(c_out), per, gen, in_channels=c_in,
                                       kernel_size=3, padding=1))
-        return AnalogCNN(convs, linear(chans[-1] * 8 * 8, 10))
+        return AnalogCNN(convs, linear(chans[-1] * 8 * 8, 10, rel=out_rel))
     if model == "charlstm":
         hs = int(p["hidden"])
         bound = 1 / math.sqrt(hs)  # torch.nn.LSTM's init
@@ -115,8 +117,8 @@ def build_net(model: str, algorithm: str, device: str, p: dict[str, float], batc
         b = _uniform((4 * hs,), bound, gen)
         b[hs:2 * hs] += 1.0  # forget-gate bias 1
         lstm = AnalogLSTM(rule(w, bound), b, per, gen, input_size=VOCAB, hidden_size=hs)
-        return AnalogCharLSTM(lstm, linear(hs, VOCAB), VOCAB)
+        return AnalogCharLSTM(lstm, linear(hs, VOCAB, rel=out_rel), VOCAB)
     if model == "gan":
         return AnalogGAN(linear(Z_DIM, 256, math.sqrt(6)), linear(256, 784, math.sqrt(3)),
-                         linear(784, 256, math.sqrt(6)), linear(256, 1, math.sqrt(3)))
+                         linear(784, 256, math.sqrt(6)), linear(256, 1, math.sqrt(3), rel=out_rel))
     raise ValueError(model)

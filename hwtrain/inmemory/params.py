@@ -47,6 +47,8 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
     "lr_decay": (0.9, ">0", "multiply lr by this after every epoch"),
     # the networks beyond the MLP (cnn, charlstm, gan: hwtrain/inmemory/nets.py)
     "w_max_rel": (2.0, ">0", "cnn/charlstm/gan, mixed precision: each array's w_max / its init bound"),
+    "w_max_out_rel": (0.0, ">=0",
+                      "cnn/charlstm/gan: w_max / init bound of the output array (gan: D's) (0 = w_max_rel)"),
     "seq_len": (64.0, ">=1", "charlstm: characters per training sequence (truncated BPTT)"),
     "hidden": (128.0, ">=1", "charlstm: LSTM hidden size"),
     "d_lr": (1.0, ">0", "gan: the discriminator's lr as a multiple of lr"),
