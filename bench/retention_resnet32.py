@@ -1,6 +1,7 @@
 """The Joshi et al. 2020 retention study on the bundled ResNet-32s: plain (Idelbayev) vs HWA-fine-tuned.
 
     python bench/retention_resnet32.py --threads 2 [--only plain|hwa] [--parts headline,trend,jpeg,test1k]
+    python bench/retention_resnet32.py --screen CANDIDATE.onnx [--chips 3]   # a quick look at a new run
 
 Both models are compiled for target `pcm` and emulated over simulated time with every compensation
 (none, global, column, bn with 2,600 calibration images as Joshi used, global+bn). The budget is spent
@@ -14,6 +15,11 @@ where the table needs it (each JSON says which images and chips it used):
 
 Writes bench/retention-resnet32/{model}-{part}.json, the merged tables (RESULTS-finetune.md takes them)
 and a plot comparing the two models per compensation (retention-resnet32.png).
+
+--screen: a fine-tuning candidate before it is bundled, on the headline images (exact test-partial,
+class-balanced) at 1 h, 1 d, 1 y with global, bn, global+bn on a few chips (~6 min with 3 chips); writes
+bench/retention-resnet32/screen-{stem}.json and prints each result against the candidate's digital
+accuracy.
 """
 
 from __future__ import annotations
@@ -48,6 +54,29 @@ def run(name: str, part: str, threads: int) -> dict:
     res = evaluate(mapped, cfg, progress=True)
     res["model"] = f"models/{MODELS[name].name}"
     res["part"] = part
+    return res
+
+
+def screen(path: Path, chips: int, threads: int, digital: list[str] | None = None) -> dict:
+    """The candidate at 1 h / 1 d / 1 y on the headline images, against its own digital accuracy
+    (`digital`: layers kept off the crossbars, to see what one layer costs)."""
+    from compiler.pipeline import map_model
+    from compiler.targets import load_target
+    from runtime.evaluate import EvalConfig, evaluate
+
+    mapped, _ = map_model(path, load_target("pcm"), digital=digital)
+    cfg = EvalConfig(data="cifar10-exact", times=[3600.0, 86400.0, 365 * 86400.0], chips=chips,
+                     compensation=["global", "bn", "global+bn"], seed=0, calib=2600, threads=threads,
+                     balanced=True)
+    res = evaluate(mapped, cfg, progress=True)
+    res["model"] = str(path)
+    res["part"] = "screen"
+    res["digital_layers"] = digital or []
+    base = res["baseline"]["accuracy"]
+    print(f"{path}: digital {100 * base:.2f} % (exact test-partial, class-balanced)")
+    for r in res["results"]:
+        print(f"  {r['time']:>3} {r['compensation']:<9} {100 * r['mean']:.2f} ± {100 * r['std']:.2f}"
+              f"  ({100 * (r['mean'] - base):+.2f})")
     return res
 
 
@@ -140,8 +169,18 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(MODELS), default=None)
     ap.add_argument("--parts", default="headline,trend,test1k,jpeg")
     ap.add_argument("--report", action="store_true", help="Only merge existing JSONs: tables and plot.")
+    ap.add_argument("--screen", type=Path, default=None, metavar="CANDIDATE.onnx",
+                    help="Only screen this fine-tuned model (1 h, 1 d, 1 y; global, bn, global+bn).")
+    ap.add_argument("--chips", type=int, default=3, help="Chips of --screen.")
+    ap.add_argument("--digital", default="", help="--screen: comma list of layers kept digital.")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if a.screen is not None:
+        digital = [d for d in a.digital.split(",") if d]
+        res = screen(a.screen, a.chips, a.threads, digital)
+        tag = "-digital-" + "-".join(d.strip("/").replace("/", "_") for d in digital) if digital else ""
+        (OUT / f"screen-{a.screen.stem}{tag}.json").write_text(json.dumps(res, indent=1) + "\n")
+        return
     if not a.report:
         for name in [a.only] if a.only else list(MODELS):
             for part in [p.strip() for p in a.parts.split(",") if p.strip()]:

@@ -21,6 +21,7 @@ from typing import Any
 import onnx
 import torch
 
+from runtime import compensation as comp
 from runtime import native
 from runtime.analog_settings import AnalogSettings
 from runtime.errors import AcompileError
@@ -46,8 +47,10 @@ class HWAKnobs:
     noise_times: (t_min, t_max) in seconds, or None. With the device shape, each forward also drifts the
         programmed devices to a time drawn log-uniformly in that range and adds the 1/f read noise
         (the device model's own `drift` / `add_read_noise`), then applies global drift compensation
-        as the emulator's `global` does: the network learns the conductance-dependent drift and its
-        device-to-device spread that GDC cannot undo, not only the programming noise.
+        as the emulator's `global` does (the same known-input reads and factors, runtime.compensation,
+        one per tile, digital after the ADC): the network learns the conductance-dependent drift and
+        its device-to-device spread that GDC cannot undo, and output noise and ADC steps that grow
+        relative to the shrinking signal, not only the programming noise.
     """
 
     noise: float = C.HWA_ETA_TRAIN
@@ -103,7 +106,6 @@ class HWALayer:
         self.device_model = dev.with_params(drift=timed and dev.drift_on,
                                             read_noise=timed and dev.read_noise) \
             if self.device_noise else dev
-        self._ref: torch.Tensor | None = None  # the +-1 reference reads of global drift compensation
         self.input_range: float | None = settings.input_range  # None: calibrated (EMA) in training
         self.out_bound: float | None = settings.out_bound
         self.generator: torch.Generator | None = None
@@ -178,12 +180,17 @@ class HWALayer:
         m = a.amax(0) if self.per_column else a.max().expand(wm.shape[1])
         return torch.where(m > 0, m, torch.ones_like(m))
 
-    def noisy_normalized(self, wm: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
-        """W / w_max plus forward-only programming noise (normalized units, devices' own statistics)."""
+    def sample_weights(self, wm: torch.Tensor, w_max: torch.Tensor
+                       ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """W / w_max plus forward-only device noise (normalized units, the devices' own statistics) and,
+        with --noise-times, the GDC factors of each row block ([cols] each, as the emulator's `global`
+        computes them). The weights returned are the compensated ones; the forward divides the factors
+        back out and applies them after the ADC, as the chip does."""
         wn = wm / w_max
         k = self.knobs
+        alphas = None
         if k.noise <= 0:
-            return wn
+            return wn, alphas
         with torch.no_grad():
             if k.noise_shape == "gaussian":
                 delta = torch.randn(wn.shape, generator=self.generator, device=wn.device) * k.noise
@@ -194,26 +201,35 @@ class HWALayer:
                 state = self.device_model.program(target, self.generator)
                 w_dev = pair_weights(state.g_prog, g_max)
                 if k.noise_times is not None:
-                    w_dev = self._drifted(state, w_dev)
+                    w_dev, alphas = self._drifted(state, w_dev)
                 delta = (w_dev - pair_weights(target, g_max)) * (k.noise / C.HWA_ETA_TRAIN)
             else:
-                return wn
-        return wn + delta
+                return wn, alphas
+        return wn + delta, alphas
 
-    def _drifted(self, state: Any, w_prog: torch.Tensor) -> torch.Tensor:
-        """Normalized weights at a random time after programming, globally drift-compensated."""
+    def noisy_normalized(self, wm: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
+        """The compensated noisy weights alone (see sample_weights)."""
+        return self.sample_weights(wm, w_max)[0]
+
+    def _drifted(self, state: Any, w_prog: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Normalized weights at a random time after programming, globally drift-compensated, and the
+        per-block compensation factors."""
         lo, hi = self.knobs.noise_times
         u = float(torch.rand((), generator=self.generator, device=w_prog.device))
         t = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
         model = self.device_model
         g = model.add_read_noise(state, model.drift(state, t), t, self.generator)
         w_t = pair_weights(g, self.settings.device.g_max)
-        if self._ref is None or self._ref.shape[1] != w_prog.shape[0]:
-            gen = torch.Generator().manual_seed(12345)
-            self._ref = (torch.randint(0, 2, (16, w_prog.shape[0]), generator=gen).float() * 2 - 1).to(
-                w_prog.device)
-        now = float((self._ref @ w_t).abs().mean())
-        return w_t * (float((self._ref @ w_prog).abs().mean()) / now if now > 0 else 1.0)
+        alphas = comp.block_alphas(self.geo, comp.block_reads(self.name, self.geo, w_prog),
+                                   comp.block_reads(self.name, self.geo, w_t), per_column=False)
+        return w_t * self._alpha_matrix(alphas), alphas
+
+    def _alpha_matrix(self, alphas: list[torch.Tensor]) -> torch.Tensor:
+        """[rows, cols]: each row block's factors on its rows."""
+        m = torch.ones(self.geo.rows, self.geo.cols, device=alphas[0].device)
+        for (rs, re), a in zip(self.geo.row_blocks, alphas, strict=True):
+            m[rs:re] = a
+        return m
 
     def _observe(self, current: float | None, value: float) -> float:
         if current is None:
@@ -243,11 +259,22 @@ class HWALayer:
             q = codes.mul_(1.0 / lin)
         return xs + (q - xs).detach(), r
 
-    def _adc_sum(self, ys: list[torch.Tensor]) -> torch.Tensor:
-        """Output noise and ADC of each row block's partial sum, then their digital sum (normalized
-        units); straight-through: the gradient is that of the plain sum."""
+    def _adc_sum(self, ys: list[torch.Tensor], alphas: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Output noise and ADC of each row block's partial sum, then each times its drift compensation
+        factors (digital, after the ADC) and their digital sum (normalized units); straight-through: the
+        gradient is that of the plain compensated sum."""
         s, geo = self.settings, self.geo
-        total = ys[0] if len(ys) == 1 else torch.stack(ys).sum(0)
+        cdim = 1 if geo.is_conv else -1
+
+        def comp_(b: int, y: torch.Tensor) -> torch.Tensor:
+            if alphas is None:
+                return y
+            shape = [1] * y.dim()
+            shape[cdim] = -1
+            return y * alphas[b].reshape(shape)
+
+        ys_c = [comp_(b, y) for b, y in enumerate(ys)]
+        total = ys_c[0] if len(ys_c) == 1 else torch.stack(ys_c).sum(0)
         quant = self.knobs.periphery and s.adc_bits > 0
         noisy = self.knobs.periphery and s.out_noise > 0
         if not (quant or noisy):
@@ -258,37 +285,40 @@ class HWALayer:
         bound = max(self.out_bound or 1.0, 1e-12) if quant else 1.0
         lout = levels(s.adc_bits) if quant else 0
         unit = bound / lout if quant else 1.0  # normalized units per ADC code
-        cdim = 1 if geo.is_conv else -1
         with torch.no_grad():
             if self._use_native(total):
                 out = None
                 k0, k1 = native.new_key(self.generator)
-                scale = torch.full((geo.cols,), unit)
                 for b, y in enumerate(ys):
+                    scale = torch.full((geo.cols,), unit) if alphas is None else alphas[b].float() * unit
                     yv = native.channels_last_view(y.detach().float() * (1.0 / unit), cdim % y.dim())
                     key = ((k0 + 0x9E3779B9 * b) & 0xFFFFFFFF, k1)
                     out = native.tail(yv, out, scale, None, s.out_noise / unit, float(lout), key)
                 q = out.movedim(-1, cdim % total.dim()) if (cdim % total.dim()) != total.dim() - 1 else out
             else:
                 q = torch.zeros_like(total, dtype=torch.float32)
-                for y in ys:
+                for b, y in enumerate(ys):
                     yu = y.detach().float() * (1.0 / unit)
                     if noisy:
                         yu = yu + (s.out_noise / unit) * torch.randn(yu.shape, generator=self.generator,
                                                                      device=yu.device)
                     if quant:
                         yu = adc_codes_(yu, lout)
-                    q += yu * unit
+                    q += comp_(b, yu * unit)
         return total + (q - total).detach()
 
     def _analog(self, x: torch.Tensor, wm: torch.Tensor) -> torch.Tensor:
         geo = self.geo
         w_max = self.weight_scale(wm)
-        wn = self.noisy_normalized(wm, w_max)
+        wn, alphas = self.sample_weights(wm, w_max)
+        if alphas is not None and self.knobs.periphery:
+            wn = wn / self._alpha_matrix(alphas)  # the drifted devices: compensation comes after the ADC
+        else:
+            alphas = None
         xn, r = self._dac(x)
         blocks = geo.row_blocks if self.knobs.periphery else [(0, geo.rows)]
         ys = [geo.apply(geo.block_input(xn, geo.block_span(rs, re)[2]),
                         self._kernel(geo.block_matrix(wn, rs, re))).float() for rs, re in blocks]
-        out = self._adc_sum(ys)
+        out = self._adc_sum(ys, alphas)
         shape = (1, -1) + (1,) * len(geo.k) if geo.is_conv else (-1,)
         return out * (w_max * r).reshape(shape)

@@ -53,7 +53,7 @@ def default_output(model: Path) -> Path:
                    "N(0, eta max|W|) per weight.")
 @click.option("--noise-times", default=None, metavar="T_MIN,T_MAX", type=opt.POS_TIMES,
               help="With --noise-shape device: also drift the devices to a time drawn log-uniformly in "
-                   "[T_MIN, T_MAX] (e.g. 1s,1y) with 1/f read noise and global drift compensation.")
+                   "[T_MIN, T_MAX] (e.g. 1s,1y) with 1/f read noise, and compensate globally after the ADC.")
 @click.option("--clip", type=opt.NONNEG_FLOAT, default=CLIP_DEFAULT, show_default=True,
               help="Clip weights to k std(W) after each step (0 = off; Joshi 2.0-2.5).")
 @click.option("--no-periphery", is_flag=True,

@@ -48,11 +48,17 @@ def reference_inputs(layer, n: int = 16) -> torch.Tensor:
     return _reference_inputs(layer.name, layer.geo.rows, n).to(layer.device)
 
 
+def block_reads(name: str, geo, w: torch.Tensor) -> list[torch.Tensor]:
+    """|output| of each row block of weights `w` [rows, cols] for the layer's known inputs: [n, cols]
+    per block (ideal periphery: the compensation reads are averaged to beat its noise). Shared with the
+    fine-tuning forward (hwtrain.analog_hwa), which compensates drift exactly as the emulator does."""
+    x = _reference_inputs(name, geo.rows, 16).to(w.device)
+    return [(x[:, rs:re] @ w[rs:re]).abs() for rs, re in geo.row_blocks]
+
+
 def read_reference(layer) -> list[torch.Tensor]:
-    """|output| of each row block for the reference inputs with the layer's current weights: [n, cols]
-    per block (ideal periphery: the compensation reads are averaged to beat its noise)."""
-    x = reference_inputs(layer)
-    return [(x[:, rs:re] @ layer.w_eff[rs:re]).abs() for rs, re in layer.geo.row_blocks]
+    """The known-input reads of a mapped layer with its current weights (see block_reads)."""
+    return block_reads(layer.name, layer.geo, layer.w_eff)
 
 
 def reference_reads(layers: list) -> list[list[torch.Tensor]]:
@@ -60,7 +66,10 @@ def reference_reads(layers: list) -> list[list[torch.Tensor]]:
     return [read_reference(layer) for layer in layers]
 
 
-def _alphas(layer, ref: list[torch.Tensor], now: list[torch.Tensor], per_column: bool) -> list[torch.Tensor]:
+def block_alphas(geo, ref: list[torch.Tensor], now: list[torch.Tensor],
+                 per_column: bool) -> list[torch.Tensor]:
+    """Per row block, the [cols] factors that bring today's reads back to the reference: one per tile
+    (row block x column block) for GDC, one per column for `column`."""
     out = []
     for r, n in zip(ref, now, strict=False):
         if per_column:
@@ -68,7 +77,7 @@ def _alphas(layer, ref: list[torch.Tensor], now: list[torch.Tensor], per_column:
             a = torch.where(nm > 1e-12, rm / nm.clamp_min(1e-12), torch.ones_like(rm))
         else:
             a = torch.ones(r.shape[1], device=r.device)
-            for cs, ce in layer.geo.col_blocks:
+            for cs, ce in geo.col_blocks:
                 nm = float(n[:, cs:ce].mean())
                 a[cs:ce] = float(r[:, cs:ce].mean()) / nm if nm > 1e-12 else 1.0
         out.append(a)
@@ -82,7 +91,7 @@ def apply(method: str, layers: list, bn_layers: list, refs: list[list[torch.Tens
     if method in ("global", "column", "global+bn"):
         assert refs is not None
         for layer, ref in zip(layers, refs, strict=False):
-            layer.set_alpha(_alphas(layer, ref, read_reference(layer), method == "column"))
+            layer.set_alpha(block_alphas(layer.geo, ref, read_reference(layer), method == "column"))
     if method.endswith("bn"):
         for bn in bn_layers:
             bn.start_calibration()

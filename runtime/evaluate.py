@@ -508,4 +508,5 @@ def _settings_dict(s: AnalogSettings) -> dict[str, Any]:
     from dataclasses import asdict
 
     d = asdict(s)
+    d["device"] = {"model": s.device.name, **s.device.params}  # the device's parameters, not its repr
     return json.loads(json.dumps(d, default=str))

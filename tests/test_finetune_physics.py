@@ -172,3 +172,39 @@ def test_noise_times_adds_the_drift_that_compensation_cannot_undo(tmp_path):
     # and the spread is wider than programming noise alone
     plain = _measured_noise(tmp_path, "device", 0.038, np.full(30, 1.0), reps=60)
     assert float(seen[..., 15:].std()) > 1.5 * float(plain.std())
+
+
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_noise_times_output_noise_grows_as_the_devices_drift(tmp_path, kernels):
+    """With --noise-times the fine-tuning forward runs the drifted (smaller) devices through the
+    periphery and applies the GDC factor alpha digitally after it, as the chip and the emulator do: the
+    output noise of each row block is multiplied by that block's alpha. At one year a weight at g_max
+    has drifted by E[(t/t0)^-nu] = exp(-mu L + s^2 L^2 / 2) (mu = 0.049, s = 0.008 at x = 1, DESIGN §6),
+    so the output noise is sigma * sqrt(sum_b alpha_b^2) with alpha = 1 / that (about 2), not sigma *
+    sqrt(blocks) as when the factor is folded into the weights before the periphery."""
+    from runtime import native
+
+    if kernels == "native" and not native.available():
+        pytest.skip(f"native kernels unavailable here: {native.error()}")
+    year, sigma = 365 * 86400.0, 0.04
+    src = tmp_path / "g.onnx"
+    _gemm_model(src)  # 600 rows: 3 row blocks
+    knobs = HWAKnobs(noise=0.038, clip=0.0, noise_times=(year, year))
+    over = dict(dac_bits=0, adc_bits=0, out_noise=sigma, kernels=kernels)
+    prepared = prepare(src, load_target("pcm"), knobs=knobs, settings_overrides=over)
+    prepared.ctx.active = True
+    layer = prepared.layers[0]
+    w = torch.ones(30, 600)  # transB = 1: [n, k], every weight at max|W| = 1 -> x = 1 on its device
+    x = torch.randn(64, 600)
+    devs = []
+    for rep in range(8):
+        layer.generator = torch.Generator().manual_seed(100 + rep)
+        wn = layer.noisy_normalized(layer.matrix(w), layer.weight_scale(layer.matrix(w)))
+        layer.generator = torch.Generator().manual_seed(100 + rep)  # the same devices again
+        y = layer(x, w).detach()
+        devs.append(y - x @ wn)  # what the periphery added, in weight units (w_max = 1, no DAC)
+    noise_std = float(torch.cat(devs).std())
+    L = math.log((year + 20.0) / 20.0)
+    alpha = 1.0 / math.exp(-0.049 * L + 0.008 ** 2 * L * L / 2)
+    assert alpha > 1.9
+    assert noise_std == pytest.approx(sigma * math.sqrt(3) * alpha, rel=0.05)

@@ -153,3 +153,38 @@ def test_import_script_reproduces_the_bundled_model(proto, tmp_path):
     new_w = {t.name: numpy_helper.to_array(t) for t in new.graph.initializer}
     assert old_w.keys() == new_w.keys()
     assert all(np.array_equal(old_w[k], new_w[k]) for k in old_w)
+
+
+HWA = REPO / "models" / "resnet32-cifar10-hwa.onnx"
+
+
+def test_bundled_finetune_is_the_plain_graph_with_new_weights(proto):
+    """models/resnet32-cifar10-hwa.onnx (`acompile finetune` of the plain model, its card): the plain
+    graph node for node, only initializers changed, the parent's SHA-256 in its metadata."""
+    import hashlib
+
+    hwa = onnx.load(str(HWA))
+    nodes = [(n.op_type, n.name, list(n.input), list(n.output)) for n in proto.graph.node]
+    assert [(n.op_type, n.name, list(n.input), list(n.output)) for n in hwa.graph.node] == nodes
+    old = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    new = {t.name: numpy_helper.to_array(t) for t in hwa.graph.initializer}
+    assert new.keys() == old.keys() and all(new[k].shape == old[k].shape for k in old)
+    assert sum(not np.array_equal(new[k], old[k]) for k in old) > 100  # weights, BN parameters, statistics
+    meta = _meta(hwa)
+    assert meta[contract.META_PARENT_SHA256] == hashlib.sha256(MODEL.read_bytes()).hexdigest()
+    assert json.loads(meta[contract.META_RECIPE])["config"]["distill"] == 0.7
+
+
+@pytest.mark.skipif(not TEST_1K.exists(), reason=NO_DATA)
+def test_bundled_finetune_keeps_its_digital_accuracy():
+    """The card's digital accuracy on the exact test-1k images: within 1 point of the plain network's
+    (the issue's bar), measured with onnxruntime on both."""
+    prep = Preprocessing.from_json(_meta(onnx.load(str(MODEL)))[PREPROCESSING_KEY])
+    with np.load(TEST_1K) as d:
+        x, y = prep.apply(d["x"]), d["y"]
+    acc = {}
+    for path in (MODEL, HWA):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        acc[path.name] = float((sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(1) == y).mean())
+    assert acc[MODEL.name] == pytest.approx(0.928, abs=1e-3)
+    assert acc[HWA.name] >= acc[MODEL.name] - 0.01

@@ -269,6 +269,8 @@ def test_eval_command_end_to_end(tmp_path):
     res2 = json.loads((tmp_path / "b.json").read_text())
     assert [r["accuracies"] for r in res["results"]] == [r["accuracies"] for r in res2["results"]]
     assert res["kernels"] == "native"
+    dev = res["settings"]["device"]  # the device's parameters, readable back (not an object's repr)
+    assert dev["model"] == "pcm" and dev["g_max"] == 25.0 and dev["t0"] == 20.0
     r3 = CliRunner().invoke(cli, args + ["--out-bound", "calibrated", "--json", str(tmp_path / "c.json")])
     assert r3.exit_code == 0, r3.output
     assert json.loads((tmp_path / "c.json").read_text())["settings"]["out_bound"] is None
