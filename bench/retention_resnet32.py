@@ -1,7 +1,7 @@
 """The Joshi et al. 2020 retention study on the bundled ResNet-32s: plain (Idelbayev) vs HWA-fine-tuned.
 
     python bench/retention_resnet32.py --threads 2 [--only plain|hwa] [--parts headline,trend,jpeg,test1k]
-    python bench/retention_resnet32.py --screen CANDIDATE.onnx [--chips 3]   # a quick look at a new run
+    python bench/retention_resnet32.py --screen CANDIDATE.onnx [--chips 3] [--digital LAYER,...]
 
 Both models are compiled for target `pcm` and emulated over simulated time with every compensation
 (none, global, column, bn with 2,600 calibration images as Joshi used, global+bn). The budget is spent

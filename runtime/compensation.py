@@ -39,13 +39,9 @@ def check_methods(methods: Iterable[str], n_bn: int) -> list[str]:
 
 @lru_cache(maxsize=1024)
 def _reference_inputs(name: str, rows: int, n: int) -> torch.Tensor:
+    """The fixed known +-1 read vectors of a layer, [n, rows]: the same on every chip and every run."""
     g = torch.Generator().manual_seed(zlib.crc32(name.encode()) & 0x7FFFFFFF)  # stable across processes
     return torch.randint(0, 2, (n, rows), generator=g).float() * 2 - 1
-
-
-def reference_inputs(layer, n: int = 16) -> torch.Tensor:
-    """The fixed known +-1 read vectors of a layer, [n, rows]: the same on every chip and every run."""
-    return _reference_inputs(layer.name, layer.geo.rows, n).to(layer.device)
 
 
 def block_reads(name: str, geo, w: torch.Tensor) -> list[torch.Tensor]:
