@@ -181,11 +181,12 @@ class HWALayer:
         return torch.where(m > 0, m, torch.ones_like(m))
 
     def sample_weights(self, wm: torch.Tensor, w_max: torch.Tensor
-                       ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """W / w_max plus forward-only device noise (normalized units, the devices' own statistics) and,
-        with --noise-times, the GDC factors of each row block ([cols] each, as the emulator's `global`
-        computes them). The weights returned are the compensated ones; the forward divides the factors
-        back out and applies them after the ADC, as the chip does."""
+        with --noise-times, the GDC factors as the emulator's `global` computes them, one per tile, laid
+        out [rows, cols] (each row block's [cols] factors on its rows). The weights returned are the
+        compensated ones; the forward divides the factors back out and applies them after the ADC, as
+        the chip does."""
         wn = wm / w_max
         k = self.knobs
         alphas = None
@@ -211,25 +212,21 @@ class HWALayer:
         """The compensated noisy weights alone (see sample_weights)."""
         return self.sample_weights(wm, w_max)[0]
 
-    def _drifted(self, state: Any, w_prog: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _drifted(self, state: Any, w_prog: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized weights at a random time after programming, globally drift-compensated, and the
-        per-block compensation factors."""
+        compensation factors [rows, cols]."""
         lo, hi = self.knobs.noise_times
         u = float(torch.rand((), generator=self.generator, device=w_prog.device))
         t = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
         model = self.device_model
         g = model.add_read_noise(state, model.drift(state, t), t, self.generator)
         w_t = pair_weights(g, self.settings.device.g_max)
-        alphas = comp.block_alphas(self.geo, comp.block_reads(self.name, self.geo, w_prog),
-                                   comp.block_reads(self.name, self.geo, w_t), per_column=False)
-        return w_t * self._alpha_matrix(alphas), alphas
-
-    def _alpha_matrix(self, alphas: list[torch.Tensor]) -> torch.Tensor:
-        """[rows, cols]: each row block's factors on its rows."""
-        m = torch.ones(self.geo.rows, self.geo.cols, device=alphas[0].device)
-        for (rs, re), a in zip(self.geo.row_blocks, alphas, strict=True):
-            m[rs:re] = a
-        return m
+        per_block = comp.block_alphas(self.geo, comp.block_reads(self.name, self.geo, w_prog),
+                                      comp.block_reads(self.name, self.geo, w_t), per_column=False)
+        alphas = torch.ones_like(w_t)
+        for (rs, re), a in zip(self.geo.row_blocks, per_block, strict=True):
+            alphas[rs:re] = a
+        return w_t * alphas, alphas
 
     def _observe(self, current: float | None, value: float) -> float:
         if current is None:
@@ -310,11 +307,11 @@ class HWALayer:
     def _analog(self, x: torch.Tensor, wm: torch.Tensor) -> torch.Tensor:
         geo = self.geo
         w_max = self.weight_scale(wm)
-        wn, alphas = self.sample_weights(wm, w_max)
-        if alphas is not None and self.knobs.periphery:
-            wn = wn / self._alpha_matrix(alphas)  # the drifted devices: compensation comes after the ADC
-        else:
-            alphas = None
+        wn, alpha_rows = self.sample_weights(wm, w_max)
+        alphas = None
+        if alpha_rows is not None and self.knobs.periphery:
+            wn = wn / alpha_rows  # the drifted devices: compensation comes after the ADC
+            alphas = [alpha_rows[rs] for rs, _ in geo.row_blocks]
         xn, r = self._dac(x)
         blocks = geo.row_blocks if self.knobs.periphery else [(0, geo.rows)]
         ys = [geo.apply(geo.block_input(xn, geo.block_span(rs, re)[2]),

@@ -158,8 +158,10 @@ def _test_kill_once() -> None:
 def ray_chip_runner(workers: int | None, address: str | None, retries: int = MAX_RETRIES):
     """`evaluate(..., chip_runner=...)` for `acompile eval --workers/--ray`: the chips as Ray tasks."""
     def run(session: Any, chips: list[int]) -> list[list[float]]:
-        data = (session.x, session.y, session.xc, session.xbn, session.header["calibration"]["source"],
-                session.header["data"])  # the fields of runtime.evaluate.EvalData
+        from runtime.evaluate import EvalData
+
+        data = EvalData(session.x, session.y, session.xc, session.xbn,
+                        session.header["calibration"]["source"], session.header["data"])
         with RayPool(workers, address) as pool:
             model_ref = pool.put(session.model.SerializeToString())
             data_ref = pool.put(data)

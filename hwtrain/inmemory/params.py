@@ -98,7 +98,8 @@ def resolve(params: dict[str, float] | None) -> dict[str, float]:
         if name in ("dac_bits", "adc_bits") and bits(int(value)) is not None:
             raise AcompileError(f"parameter '{name}' must be {bits(int(value))}, got {value:g}")
         if not _ok(value, check):
-            raise AcompileError(f"parameter '{name}' must be {check.replace('>', '> ')}, got {value:g} "
+            bound = check.replace(">=", ">= ") if check.startswith(">=") else check.replace(">", "> ")
+            raise AcompileError(f"parameter '{name}' must be {bound}, got {value:g} "
                                 f"({PARAMS[name][2]})")
         out[name] = value
     return out
