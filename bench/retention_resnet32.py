@@ -2,6 +2,7 @@
 
     python bench/retention_resnet32.py --threads 2 [--only plain|hwa] [--parts headline,trend,jpeg,test1k]
     python bench/retention_resnet32.py --screen CANDIDATE.onnx [--chips 3] [--digital LAYER,...]
+    python bench/retention_resnet32.py --only hwa --replicate free-rows [--parts ...]
 
 Both models are compiled for target `pcm` and emulated over simulated time with every compensation
 (none, global, column, bn with 2,600 calibration images as Joshi used, global+bn). The budget is spent
@@ -20,6 +21,10 @@ and a plot comparing the two models per compensation (retention-resnet32.png).
 class-balanced) at 1 h, 1 d, 1 y with global, bn, global+bn on a few chips (~6 min with 3 chips); writes
 bench/retention-resnet32/screen-{stem}.json and prints each result against the candidate's digital
 accuracy.
+
+--replicate free-rows: target `pcm` with [mapping] replicate = "free-rows" (the 27-row first convolution
+and the 64-row classifier held 9 and 4 times in the rows their tiles leave free); its JSONs end in
+`-replicated`.
 """
 
 from __future__ import annotations
@@ -42,29 +47,38 @@ BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "retention-resnet32"
 
 
-def run(name: str, part: str, threads: int) -> dict:
-    from compiler.pipeline import map_model
+def pcm(replicate: str = "none") -> dict:
+    """Target `pcm`, its [mapping] replicate policy set."""
     from compiler.targets import load_target
+
+    target = load_target("pcm")
+    target["mapping"]["replicate"] = replicate
+    return target
+
+
+def run(name: str, part: str, threads: int, replicate: str = "none") -> dict:
+    from compiler.pipeline import map_model
     from runtime.evaluate import EvalConfig, evaluate
 
     data, balanced, times, chips = PARTS[part]
-    mapped, _ = map_model(MODELS[name], load_target("pcm"))
+    mapped, _ = map_model(MODELS[name], pcm(replicate))
     cfg = EvalConfig(data=data, times=times, chips=chips, compensation=METHODS, seed=0, calib=2600,
                      threads=threads, balanced=balanced)
     res = evaluate(mapped, cfg, progress=True)
     res["model"] = f"models/{MODELS[name].name}"
     res["part"] = part
+    res["replicate"] = replicate
     return res
 
 
-def screen(path: Path, chips: int, threads: int, digital: list[str] | None = None) -> dict:
+def screen(path: Path, chips: int, threads: int, digital: list[str] | None = None,
+           replicate: str = "none") -> dict:
     """The candidate at 1 h / 1 d / 1 y on the headline images, against its own digital accuracy
     (`digital`: layers kept off the crossbars, to see what one layer costs)."""
     from compiler.pipeline import map_model
-    from compiler.targets import load_target
     from runtime.evaluate import EvalConfig, evaluate
 
-    mapped, _ = map_model(path, load_target("pcm"), digital=digital)
+    mapped, _ = map_model(path, pcm(replicate), digital=digital)
     cfg = EvalConfig(data="cifar10-exact", times=[3600.0, 86400.0, 365 * 86400.0], chips=chips,
                      compensation=["global", "bn", "global+bn"], seed=0, calib=2600, threads=threads,
                      balanced=True)
@@ -72,6 +86,7 @@ def screen(path: Path, chips: int, threads: int, digital: list[str] | None = Non
     res["model"] = str(path)
     res["part"] = "screen"
     res["digital_layers"] = digital or []
+    res["replicate"] = replicate
     base = res["baseline"]["accuracy"]
     print(f"{path}: digital {100 * base:.2f} % (exact test-partial, class-balanced)")
     for r in res["results"]:
@@ -173,19 +188,22 @@ def main() -> None:
                     help="Only screen this fine-tuned model (1 h, 1 d, 1 y; global, bn, global+bn).")
     ap.add_argument("--chips", type=int, default=3, help="Chips of --screen.")
     ap.add_argument("--digital", default="", help="--screen: comma list of layers kept digital.")
+    ap.add_argument("--replicate", choices=["none", "free-rows"], default="none",
+                    help="Target pcm's [mapping] replicate (JSONs of free-rows end in -replicated).")
     a = ap.parse_args()
+    rep = "-replicated" if a.replicate != "none" else ""
     OUT.mkdir(parents=True, exist_ok=True)
     if a.screen is not None:
         digital = [d for d in a.digital.split(",") if d]
-        res = screen(a.screen, a.chips, a.threads, digital)
+        res = screen(a.screen, a.chips, a.threads, digital, a.replicate)
         tag = "-digital-" + "-".join(d.strip("/").replace("/", "_") for d in digital) if digital else ""
-        (OUT / f"screen-{a.screen.stem}{tag}.json").write_text(json.dumps(res, indent=1) + "\n")
+        (OUT / f"screen-{a.screen.stem}{tag}{rep}.json").write_text(json.dumps(res, indent=1) + "\n")
         return
     if not a.report:
         for name in [a.only] if a.only else list(MODELS):
             for part in [p.strip() for p in a.parts.split(",") if p.strip()]:
-                res = run(name, part, a.threads)
-                (OUT / f"{name}-{part}.json").write_text(json.dumps(res, indent=1) + "\n")
+                res = run(name, part, a.threads, a.replicate)
+                (OUT / f"{name}-{part}{rep}.json").write_text(json.dumps(res, indent=1) + "\n")
                 print(f"{name} {part}: done in {res['seconds']:.0f} s", flush=True)
     for name in MODELS:
         tables = (markdown(name), part_table(name, "test1k"), part_table(name, "jpeg"))

@@ -15,7 +15,7 @@ from compiler.conductance import g_scale
 from compiler.graph import GraphInfo, remove_dead_nodes
 from compiler.partition import digital_op_counts, emulated, partition, short_name, weight_matrix
 from compiler.report import build_report, to_markdown
-from compiler.tiling import Block, place_packed, place_unpacked, split
+from compiler.tiling import Block, place_packed, place_unpacked, replicas_for, split
 from runtime import contract
 from runtime.errors import AcompileError
 
@@ -86,12 +86,13 @@ def _layer_row(ly, node, info: GraphInfo, tiles, R: int, C: int, dpw: int) -> di
     if ly.analog:
         rows, cols = ly.lowering.W.shape
         nb = len(tiles[ly.name])
+        reps = int(ly.lowering.attrs.get("replicas", 1))
         return {"name": ly.name, "alias": alias, "op": ly.op, "analog": True, "reason": ly.reason,
                 "emulated": True, "matrix": [int(rows), int(cols)],
                 "tiles": len({t.tile for t in tiles[ly.name]}), "blocks": nb,
-                "utilization": round(rows * cols / (nb * R * C), 6) if nb else 0.0,
-                "devices": int(rows * cols * dpw), "mvms_per_inference": int(ly.lowering.mvms),
-                "weights": int(rows * cols), **_recurrent_row(ly.lowering)}
+                "utilization": round(rows * cols * reps / (nb * R * C), 6) if nb else 0.0,
+                "devices": int(rows * cols * dpw * reps), "mvms_per_inference": int(ly.lowering.mvms),
+                "weights": int(rows * cols), "replicas": reps, **_recurrent_row(ly.lowering)}
     matrix, weights = weight_matrix(node, info)
     return {"name": ly.name, "alias": alias, "op": ly.op, "analog": False, "reason": ly.reason,
             "emulated": emulated(ly.op), "matrix": matrix, "tiles": 0, "blocks": 0, "utilization": 0.0,
@@ -183,11 +184,20 @@ def _map_model(model_path: Path, target: dict, digital: list[str] | None, pack: 
     _check_tile_bound(layers, R, C, max_tiles)
     analog = [ly for ly in layers if ly.analog]
     blocks: list[Block] = []
+    policy = target["mapping"].get("replicate", "none")
     for i, ly in enumerate(analog):
         if ly.shares:  # reads an earlier layer's array
             continue
         rows, cols = ly.lowering.W.shape
-        blocks += split(i, rows, cols, R, C)
+        n = 1 if ly.lowering.op_type in contract.RECURRENT_OPS else replicas_for(rows, R, policy)
+        if n > 1:
+            ly.lowering.attrs["replicas"] = n
+        blocks += split(i, rows, cols, R, C, replicas=n)
+    owners = {ly.name: ly for ly in analog}
+    for ly in analog:  # a reader of a replicated array reads all its copies
+        n = owners[ly.shares].lowering.attrs.get("replicas", 1) if ly.shares else 1
+        if n > 1:
+            ly.lowering.attrs["replicas"] = n
     say("tiling")
     n_unpacked = len(blocks)
     n_tiles = place_packed(blocks, R, C) if pack else place_unpacked(blocks)

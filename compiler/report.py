@@ -41,14 +41,14 @@ def build_report(model_name: str, target: dict, layers: list[dict[str, Any]], n_
     analog = [ly for ly in layers if ly["analog"]]
     block_mvms = sum(ly["mvms_per_inference"] * ly["blocks"] for ly in analog)
     energy, latency_us = _layer_costs(cost, layers, blocks)
-    cells = sum(ly["weights"] for ly in analog)
+    cells = sum(ly["weights"] * ly.get("replicas", 1) for ly in analog)
     totals = {
         "analog_layers": len(analog),
         "digital_layers": len(layers) - len(analog),
         "tiles": n_tiles,
         "chips": math.ceil(n_tiles / target["tile"]["tiles_per_chip"]) if n_tiles else 0,
         "devices": sum(ly["devices"] for ly in analog),
-        "weights_analog": cells,
+        "weights_analog": sum(ly["weights"] for ly in analog),
         "weights_digital": sum(ly["weights"] for ly in layers if not ly["analog"]),
         "utilization": round(cells / (n_tiles * R * C), 6) if n_tiles else 0.0,
         "digital_ops": int(sum(digital_ops.values())),
@@ -88,8 +88,10 @@ def _layer_costs(cost: CostModel, layers: list[dict[str, Any]], blocks: list[dic
     """Per analog layer: energy per inference by term (pJ) and latency per inference (us); sets each
     layer's ``energy_per_inference_uj`` / ``latency_per_inference_us`` (0 for digital layers)."""
     per_mvm: dict[str, dict[str, float]] = {}
-    for b in blocks:  # one MVM of every block: the rows and columns it uses
-        e = cost.block_energy_pj(b["row_end"] - b["row_start"], b["col_end"] - b["col_start"])
+    reps = {ly["name"]: ly.get("replicas", 1) for ly in layers}
+    for b in blocks:  # one MVM of every block: the rows and columns it uses (a replica's rows too)
+        e = cost.block_energy_pj((b["row_end"] - b["row_start"]) * reps.get(b["layer"], 1),
+                                 b["col_end"] - b["col_start"])
         acc = per_mvm.setdefault(b["layer"], dict.fromkeys(TERMS, 0.0))
         for t in TERMS:
             acc[t] += e[t]
@@ -140,6 +142,8 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
     out = []
     for ly in report["layers"]:
         shape = "x".join(str(d) for d in ly["matrix"]) if ly.get("matrix") else "-"
+        if ly.get("replicas", 1) > 1:
+            shape += f" (x{ly['replicas']} replicas)"
         out.append([_layer_name(ly), ly["op"], shape,
                     str(ly["tiles"]) if ly["analog"] else "-",
                     _pct(ly["utilization"]) if ly["analog"] else "-",
@@ -335,8 +339,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Cost model", "", report["cost_model"].get("assumption", "")]
     lines += ["", "## Layers", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(report)]
-    lines += ["", "Utilization of a layer = its weights / (its blocks x tile cells); total utilization = "
-              "analog weights / (tiles x tile cells). Devices = weights x devices per weight."]
+    lines += ["", "Utilization of a layer = its weights (times its replicas) / (its blocks x tile cells); "
+              "total utilization = the cells holding analog weights / (tiles x tile cells). Devices = "
+              "weights x devices per weight (x replicas: copies of a small layer in the rows its tile "
+              "leaves free, read together; target [mapping] replicate)."]
     lines += placement_markdown(report) + [""]
     return "\n".join(lines)
 

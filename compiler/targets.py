@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.cost import shares_error, shares_of
+from compiler.tiling import REPLICATE
 from runtime.errors import AcompileError
 from runtime.physics.devices import DeviceError, device_class
 from runtime.physics.devices.base import MAX_BITS, bits, nonneg_float, one_of, pos_float, pos_int, string
@@ -68,7 +69,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], str | None]]] = {
                   "out_bound": _input_range, "out_noise": nonneg_float},
     "mapping": {"analog_ops": _analog_ops, "weight_scale": one_of("layer", "column"),
                 "first_layer": one_of("analog", "digital"), "last_layer": one_of("analog", "digital"),
-                "grouped_conv": one_of("digital"), "bias": one_of("digital", "row")},
+                "grouped_conv": one_of("digital"), "bias": one_of("digital", "row"),
+                "replicate": one_of(*REPLICATE)},
     # energy / latency of one full MVM of the reference tile (ref_rows x ref_cols at ref_*_bits), the
     # split of that energy into the array / DAC / ADC / digital terms (share_*, summing to 1: a cross-key
     # check, _check_cost), the ADC's share of that time, and the energy per activation byte moved between
@@ -131,6 +133,9 @@ def _validate(data: dict[str, Any], label: str, partial: bool, base_model: str |
         if "model" not in data.get("device", {}):
             raise AcompileError(f"target {label}: missing key [device].model")
         _check_cost(data["cost"], label)
+        if data["mapping"]["replicate"] != "none" and data["tile"]["r_wire"] > 0:
+            raise AcompileError(f"target {label}: [mapping].replicate = {data['mapping']['replicate']!r} "
+                                "needs [tile].r_wire = 0 (IR drop of replicated rows is not modelled)")
 
 
 def _check_cost(cost: dict[str, Any], label: str) -> None:

@@ -3,7 +3,8 @@
 The emulator (runtime/analog_tile.py) runs a mapped layer as: weights normalized by the conductance
 scale, programmed with the device model's noise, inputs through the DAC over a calibrated range, one MVM
 per tile row block, output noise and the ADC per block, then the digital rescale. Training sees the same
-chain, built from the same functions (TileGeometry's row blocks, `device_targets` / `pair_weights`, the
+chain, built from the same functions (TileGeometry's row blocks and replicas, `replica_targets` /
+`replicated_weights`, the
 device model's `program`, and on CPU the emulator's own native DAC and noise+ADC kernels). The noise and
 the converters are forward-only, straight-through: the gradient is that of the clean layer, taken at the
 noisy weights and quantized inputs (Joshi et al. 2020), and the clean weights get it.
@@ -30,7 +31,7 @@ from runtime.ops import NodeInfo
 from runtime.physics import constants as C
 from runtime.physics.periphery import abs_percentile, adc_codes_, dac_codes, levels
 from runtime.tile_geometry import TileGeometry
-from runtime.tile_state import device_targets, pair_weights
+from runtime.tile_state import replica_targets, replicated_weights
 
 NOISE_SHAPES = ("device", "gaussian")
 
@@ -196,14 +197,14 @@ class HWALayer:
             if k.noise_shape == "gaussian":
                 delta = torch.randn(wn.shape, generator=self.generator, device=wn.device) * k.noise
             elif self.device_noise:
-                s, g_max = self.settings, self.settings.device.g_max
-                target = device_targets(wn.detach().abs() * g_max, wn.detach() > 0, s.device.g_min,
-                                        s.cells_per_sign)
+                s, g_max, reps = self.settings, self.settings.device.g_max, self.geo.replicas
+                target = replica_targets(wn.detach().abs() * g_max, wn.detach() > 0, s.device.g_min,
+                                         s.cells_per_sign, reps)
                 state = self.device_model.program(target, self.generator)
-                w_dev = pair_weights(state.g_prog, g_max)
+                w_dev = replicated_weights(state.g_prog, g_max, reps)
                 if k.noise_times is not None:
                     w_dev, alphas = self._drifted(state, w_dev)
-                delta = (w_dev - pair_weights(target, g_max)) * (k.noise / C.HWA_ETA_TRAIN)
+                delta = (w_dev - replicated_weights(target, g_max, reps)) * (k.noise / C.HWA_ETA_TRAIN)
             else:
                 return wn, alphas
         return wn + delta, alphas
@@ -220,7 +221,7 @@ class HWALayer:
         t = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
         model = self.device_model
         g = model.add_read_noise(state, model.drift(state, t), t, self.generator)
-        w_t = pair_weights(g, self.settings.device.g_max)
+        w_t = replicated_weights(g, self.settings.device.g_max, self.geo.replicas)
         per_block = comp.block_alphas(self.geo, comp.block_reads(self.name, self.geo, w_prog),
                                       comp.block_reads(self.name, self.geo, w_t), per_column=False)
         alphas = torch.ones_like(w_t)
@@ -279,7 +280,13 @@ class HWALayer:
         if quant and s.out_bound is None and (self.ctx.observe or self.out_bound is None):
             self.out_bound = self._observe(self.out_bound,
                                            max(abs_percentile(y, s.calib_percentile) for y in ys))
+        # the replicas' currents add: a fixed ADC bound and the output noise are that many times smaller
+        # in the units of their mean weight (as the emulator's AnalogLayer._prepare)
+        reps = geo.replicas
         bound = max(self.out_bound or 1.0, 1e-12) if quant else 1.0
+        if quant and s.out_bound is not None:
+            bound = bound / reps
+        out_noise = s.out_noise / reps
         lout = levels(s.adc_bits) if quant else 0
         unit = bound / lout if quant else 1.0  # normalized units per ADC code
         with torch.no_grad():
@@ -290,14 +297,14 @@ class HWALayer:
                     scale = torch.full((geo.cols,), unit) if alphas is None else alphas[b].float() * unit
                     yv = native.channels_last_view(y.detach().float() * (1.0 / unit), cdim % y.dim())
                     key = ((k0 + 0x9E3779B9 * b) & 0xFFFFFFFF, k1)
-                    out = native.tail(yv, out, scale, None, s.out_noise / unit, float(lout), key)
+                    out = native.tail(yv, out, scale, None, out_noise / unit, float(lout), key)
                 q = out.movedim(-1, cdim % total.dim()) if (cdim % total.dim()) != total.dim() - 1 else out
             else:
                 q = torch.zeros_like(total, dtype=torch.float32)
                 for b, y in enumerate(ys):
                     yu = y.detach().float() * (1.0 / unit)
                     if noisy:
-                        yu = yu + (s.out_noise / unit) * torch.randn(yu.shape, generator=self.generator,
+                        yu = yu + (out_noise / unit) * torch.randn(yu.shape, generator=self.generator,
                                                                      device=yu.device)
                     if quant:
                         yu = adc_codes_(yu, lout)

@@ -171,7 +171,11 @@ class OnnxGraphModule(nn.Module):
     def _build(self, node: onnx.NodeProto, consts: dict[str, torch.Tensor], analog: set[str],
                hook: AnalogHook | None) -> None:
         name = node.name or (node.output[0] if node.output else node.op_type)
-        info = NodeInfo(name=name, op_type=node.op_type, attrs=decode_attrs(node),
+        attrs = decode_attrs(node)
+        if node.op_type in ("Conv", "ConvTranspose") and "kernel_shape" not in attrs and len(node.input) > 1 \
+                and node.input[1] in self._param_index:  # optional in ONNX; a trained weight is no constant
+            attrs["kernel_shape"] = list(self.param(node.input[1]).shape[2:])
+        info = NodeInfo(name=name, op_type=node.op_type, attrs=attrs,
                         consts=[consts.get(i) if i else None for i in node.input], n_inputs=len(node.input),
                         n_outputs=len(node.output), opset=self.opset)
         if node.output and node.output[0] in analog and hook is not None:

@@ -69,7 +69,8 @@ class AnalogLayer:
         self.geo = geo = TileGeometry.from_node(info, node, w)
         self.name = geo.name
         self.device = device
-        self.tile = ProgrammedTile(w, gs, s, device, blocks=(geo.row_blocks, geo.col_blocks))
+        self.tile = ProgrammedTile(w, gs, s, device, blocks=(geo.row_blocks, geo.col_blocks),
+                                   replicas=geo.replicas)
         self.cal = RangeCalibration(s)
         if geo.bias_rows:  # the DAC range must pass the bias rows' constant 1 unclipped
             if s.input_range is not None and s.dac_bits and s.input_range < 1.0:
@@ -198,15 +199,20 @@ class AnalogLayer:
             self.in_mult, in_n = 1.0 / r, 1.0
         self.dac = dac
         self.adc = adc
+        # w_eff is the mean of the layer's replicas: its column currents are `replicas` times the MVM's,
+        # so a fixed ADC bound and the output noise are that many times smaller in its units
+        reps = geo.replicas
         if adc == "quant":
             lout = levels(s.adc_bits)
             self.lout = lout
             bound = self.cal.bound  # not yet calibrated: the usual bound
+            if s.out_bound is not None:
+                bound = bound / reps
             k_mult = lout / (bound * in_n)
             out_unit = bound / lout
         else:
             k_mult, out_unit = 1.0 / in_n, 1.0
-        self.noise_units = 0.0 if (self.calibrating or self.observing_out) else s.out_noise / out_unit
+        self.noise_units = 0.0 if (self.calibrating or self.observing_out) else s.out_noise / reps / out_unit
         blocks = []
         nb = len(geo.row_blocks)
         fast = (adc == "none" and s.out_noise == 0 and self.w_var is None and self.alpha is None

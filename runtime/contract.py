@@ -145,6 +145,10 @@ _COMMON = (AttrSpec("layer", _A.STRING),  # the original node name
            # optional: the analog node whose array (W, G_SCALE, tiles, programmed devices) this one reads
            # too -- nodes of one constant weight (a per-step MatMul of an unrolled RNN, tied weights)
            AttrSpec("shares", _A.STRING, None))
+# copies of W stacked in the free rows of its one tile and driven with the same inputs (target [mapping]
+# replicate): their currents add on each column, so the devices' errors average over the copies while
+# the signal grows against the output noise (CONTRACTS §3); not for recurrent ops
+_REPLICAS = AttrSpec("replicas", _A.INT, 1)
 ATTRS: dict[str, dict[str, AttrSpec]] = {
     ANALOG_CONV: {s.name: s for s in (
         AttrSpec("kernel_shape", _A.INTS),
@@ -152,7 +156,7 @@ ATTRS: dict[str, dict[str, AttrSpec]] = {
         AttrSpec("pads", _A.INTS, 0, per_axis=2),  # explicit begin..end (auto_pad resolved)
         AttrSpec("dilations", _A.INTS, 1, per_axis=1),
         AttrSpec("group", _A.INT, 1),  # always 1 in format 1
-        *_COMMON)},
+        _REPLICAS, *_COMMON)},
     # W holds the kernel flipped and transposed: the crossbar computes a conv over the zero-upsampled
     # input (CONTRACTS §3); output_padding: extra output rows / cols at the end
     ANALOG_CONV_TRANSPOSE: {s.name: s for s in (
@@ -162,14 +166,14 @@ ATTRS: dict[str, dict[str, AttrSpec]] = {
         AttrSpec("dilations", _A.INTS, 1, per_axis=1),
         AttrSpec("output_padding", _A.INTS, 0, per_axis=1),
         AttrSpec("group", _A.INT, 1),  # always 1 in format 1
-        *_COMMON)},
+        _REPLICAS, *_COMMON)},
     ANALOG_MATMUL: {s.name: s for s in (
         AttrSpec("alpha", _A.FLOAT, 1.0),
         AttrSpec("beta", _A.FLOAT, 1.0),
         # 1: W's last row is the bias (beta * C / alpha), driven with a constant 1 appended to X (target
         # [mapping] bias = "row"); then there is no B input
         AttrSpec("bias_rows", _A.INT, 0),
-        *_COMMON)},
+        _REPLICAS, *_COMMON)},
 }
 OPTIONAL = None  # AttrSpec.default of an attribute that may be absent (no default value)
 _RECURRENT = (AttrSpec("hidden_size", _A.INT),
@@ -268,11 +272,13 @@ def _overlaps(blocks: list[TileBlock], box) -> tuple[TileBlock, TileBlock] | Non
 
 
 def check_blocks(blocks: list[TileBlock], rows: int, cols: int, where: str, *,
-                 tile: tuple[int, int] | None = None, tiles_per_chip: int | None = None) -> None:
+                 tile: tuple[int, int] | None = None, tiles_per_chip: int | None = None,
+                 replicas: int = 1) -> None:
     """Invariants of one matrix's blocks: inside W, non-empty, no two overlapping, together covering W
     (so every weight sits on exactly one tile). With the target's tile size (R, C): each block fits its
-    tile at its offset and there are ceil(rows/R) x ceil(cols/C) of them; with tiles_per_chip: chip =
-    tile // tiles_per_chip."""
+    tile at its offset (its `replicas` copies stacked: height x replicas rows) and there are
+    ceil(rows/R) x ceil(cols/C) of them; with tiles_per_chip: chip = tile // tiles_per_chip. Replicas
+    need W in one row block (the copies share its tile's rows)."""
     if not blocks:
         raise AcompileError(f"{where}: attribute 'tiles' has no blocks; W [{rows}, {cols}] must be covered")
     for b in blocks:
@@ -281,9 +287,10 @@ def check_blocks(blocks: list[TileBlock], rows: int, cols: int, where: str, *,
                                 f"[{b.col_start}, {b.col_end}) is empty or outside W [{rows}, {cols}]")
         if tile is not None:
             R, C = tile
-            if b.tile_row + b.height > R or b.tile_col + b.width > C:
-                raise AcompileError(f"{where}: tile block {b.height}x{b.width} at ({b.tile_row}, "
-                                    f"{b.tile_col}) does not fit a {R}x{C} tile")
+            if b.tile_row + b.height * replicas > R or b.tile_col + b.width > C:
+                what = f"{b.height}x{b.width}" + (f" ({replicas} replicas)" if replicas > 1 else "")
+                raise AcompileError(f"{where}: tile block {what} at ({b.tile_row}, {b.tile_col}) does not "
+                                    f"fit a {R}x{C} tile")
         if tiles_per_chip is not None and b.chip != b.tile // tiles_per_chip:
             raise AcompileError(f"{where}: tile block on tile {b.tile} says chip {b.chip}, expected "
                                 f"{b.tile // tiles_per_chip} ({tiles_per_chip} tiles per chip)")
@@ -293,6 +300,9 @@ def check_blocks(blocks: list[TileBlock], rows: int, cols: int, where: str, *,
         raise AcompileError(f"{where}: tile blocks overlap: rows [{a.row_start}, {a.row_end}) x cols "
                             f"[{a.col_start}, {a.col_end}) and rows [{b.row_start}, {b.row_end}) x cols "
                             f"[{b.col_start}, {b.col_end})")
+    if replicas > 1 and len(row_blocks(blocks)) > 1:
+        raise AcompileError(f"{where}: {replicas} replicas need W in one row block, got "
+                            f"{len(row_blocks(blocks))}")
     covered = sum(b.height * b.width for b in blocks)
     if covered != rows * cols:
         raise AcompileError(f"{where}: tile blocks cover {covered} of the {rows * cols} weights of W "
@@ -510,6 +520,11 @@ class AnalogNode:
         return self.op_type == ANALOG_CONV_TRANSPOSE
 
     @property
+    def replicas(self) -> int:
+        """Copies of W on its tile (1 for recurrent ops, which have no such attribute)."""
+        return int(self.attrs.get("replicas", 1))
+
+    @property
     def rows(self) -> int:
         assert self.w_shape is not None
         return self.w_shape[0]
@@ -576,6 +591,10 @@ def read_attrs(node: onnx.NodeProto) -> dict[str, Any]:
                             f"{got['orig_op']!r}")
     if not got["layer"]:
         raise AcompileError(f"{w}: attribute 'layer' is empty")
+    if "replicas" in spec:
+        got.setdefault("replicas", 1)
+        if got["replicas"] < 1:
+            raise AcompileError(f"{w}: attribute 'replicas' must be >= 1, got {got['replicas']}")
     if node.op_type in CONV_OPS:
         k = got["kernel_shape"]
         n = len(k)
@@ -783,7 +802,7 @@ def read_analog_node(node: onnx.NodeProto,
             if w_shape != want:
                 raise AcompileError(f"{wh}: W must be [input_size + hidden_size + bias_rows, gates * "
                                     f"hidden_size] = {list(want)}, got {list(w_shape)}")
-        check_blocks(tiles, *w_shape, wh)
+        check_blocks(tiles, *w_shape, wh, replicas=int(attrs.get("replicas", 1)))
     out = AnalogNode(name=node.name or node.output[0], op_type=node.op_type, layer=attrs["layer"],
                      orig_op=attrs["orig_op"], x=node.input[IN_X], outputs=list(node.output),
                      w_name=node.input[IN_W], g_scale_name=node.input[IN_G_SCALE], bias_name=bias_name,
@@ -887,7 +906,8 @@ def check_mapped(model: onnx.ModelProto, what: str = "model") -> list[AnalogNode
         if n.domain != DOMAIN:
             continue
         a = read_analog_node(n, inits, load=False)
-        check_blocks(a.tiles, a.rows, a.cols, node_label(n), tile=tile, tiles_per_chip=tpc)
+        check_blocks(a.tiles, a.rows, a.cols, node_label(n), tile=tile, tiles_per_chip=tpc,
+                     replicas=a.replicas)
         nodes.append(a)
     # a node that reads another's array has that node's W, G_SCALE and tiles
     by_name = {a.name: a for a in nodes}
@@ -899,22 +919,25 @@ def check_mapped(model: onnx.ModelProto, what: str = "model") -> list[AnalogNode
         if o is None or o.attrs.get("shares") is not None:
             raise AcompileError(f"{what}: node {a.name!r} shares the array of {owner!r}, which is not an "
                                 "analog node holding its own array")
-        if (a.w_name, a.g_scale_name, a.tiles) != (o.w_name, o.g_scale_name, o.tiles):
-            raise AcompileError(f"node {a.name!r}: shares the array of {owner!r} but its W, G_SCALE or tiles "
-                                "differ from it")
+        if (a.w_name, a.g_scale_name, a.tiles, a.replicas) != (o.w_name, o.g_scale_name, o.tiles,
+                                                                o.replicas):
+            raise AcompileError(f"node {a.name!r}: shares the array of {owner!r} but its W, G_SCALE, tiles "
+                                "or replicas differ from it")
     # blocks that share a physical tile (--pack) sit side by side in it
     by_tile: dict[int, list[tuple[str, TileBlock]]] = {}
+    height: dict[int, int] = {}  # rows a block takes on its tile: its height x its node's replicas
     for a in nodes:
         if a.attrs.get("shares") is not None:
             continue  # its blocks are its owner's
         for b in a.tiles:
             by_tile.setdefault(b.tile, []).append((a.name, b))
+            height[id(b)] = b.height * a.replicas
     for t, placed in by_tile.items():
         if len(placed) < 2:
             continue
         names = {id(b): name for name, b in placed}
         pair = _overlaps([b for _, b in placed],
-                         lambda b: (b.tile_row, b.tile_row + b.height, b.tile_col, b.tile_col + b.width))
+                         lambda b: (b.tile_row, b.tile_row + height[id(b)], b.tile_col, b.tile_col + b.width))
         if pair is not None:
             x, y = pair
             raise AcompileError(f"node {names[id(x)]!r}: its tile block at ({x.tile_row}, {x.tile_col}) on "

@@ -42,6 +42,7 @@ class TileGeometry:
         self.row_blocks, self.col_blocks = row_blocks or [(0, self.rows)], col_blocks or [(0, self.cols)]
         self.tiles: list[dict] = []
         self.bias_rows = 0  # rows of W holding biases, driven with a constant 1 (contract bias_rows)
+        self.replicas = 1  # copies of W on its tile, read together (contract replicas)
         self.const_inputs = 0  # of those, the ones apply() callers append to X themselves (AnalogMatMul)
         self.is_conv = kernel is not None
         # AnalogConvTranspose: W is the equivalent conv's matrix (kernel flipped, in / out swapped);
@@ -84,6 +85,7 @@ class TileGeometry:
             geo = cls(spec.layer, rows, cols, rb, cb, alpha=spec.alpha, beta=spec.beta)
         geo.tiles = [b.to_json() for b in spec.tiles]
         geo.bias_rows = int(spec.attrs.get("bias_rows", 0))
+        geo.replicas = spec.replicas
         # an AnalogMatMul with a bias row takes X and drives that row with a constant 1 itself; a recurrent
         # layer builds its rows' inputs per read (runtime/analog_recurrent.py)
         geo.const_inputs = 0 if spec.is_recurrent else geo.bias_rows

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from runtime.analog_settings import AnalogSettings
+from runtime.errors import AcompileError
 from runtime.physics.devices import Programmed
 from runtime.physics.ir_drop import tile_effective
 
@@ -37,12 +38,35 @@ def pair_weights(g: torch.Tensor, g_max: float, r_wire: float = 0.0,
     return (gp - gm) / g_max
 
 
+def replica_targets(g_target: torch.Tensor, pos: torch.Tensor, g_min: float, per: int,
+                    replicas: int) -> torch.Tensor:
+    """device_targets of `replicas` copies of each weight: [2 per replicas, rows, cols], every copy's
+    cells at the conductances of one copy. pair_weights of them, divided by `replicas`, is the mean
+    weight of the copies (what replicated_weights returns)."""
+    return device_targets(g_target * replicas, pos, g_min, per * replicas)
+
+
+def replicated_weights(g: torch.Tensor, g_max: float, replicas: int, r_wire: float = 0.0,
+                       blocks: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None
+                       ) -> torch.Tensor:
+    """The mean normalized weight of a layer's copies (pair_weights / replicas): the copies' column
+    currents add, and the periphery divides by their number (AnalogLayer, HWALayer)."""
+    w = pair_weights(g, g_max, r_wire, blocks)
+    return w / replicas if replicas > 1 else w
+
+
 class ProgrammedTile:
-    """Normalized weights w_n = W G_SCALE / g_max of one layer, and what the device makes of them."""
+    """Normalized weights w_n = W G_SCALE / g_max of one layer, and what the device makes of them. With
+    `replicas` > 1 the devices hold that many copies of W and w_eff is their mean."""
 
     def __init__(self, w: torch.Tensor, g_scale: torch.Tensor, settings: AnalogSettings,
                  device: torch.device,
-                 blocks: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None) -> None:
+                 blocks: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None,
+                 replicas: int = 1) -> None:
+        if replicas > 1 and settings.r_wire > 0:
+            raise AcompileError(f"{replicas} replicas of a layer with r_wire > 0: IR drop of replicated rows "
+                                "is not modelled")
+        self.replicas = int(replicas)
         self.settings = settings
         self.blocks = blocks  # (row blocks, column blocks): the tiles IR drop is computed on
         self.model = settings.device
@@ -56,7 +80,7 @@ class ProgrammedTile:
 
     def targets(self) -> torch.Tensor:
         s = self.settings
-        return device_targets(self.g_target, self.pos, s.device.g_min, s.cells_per_sign)
+        return replica_targets(self.g_target, self.pos, s.device.g_min, s.cells_per_sign, self.replicas)
 
     def program(self, generator: torch.Generator | None) -> None:
         """Program the devices once for a new chip (programming noise, per-device time constants)."""
@@ -73,7 +97,7 @@ class ProgrammedTile:
         g = dev.drift(self.state, t)
         if self.settings.read_noise_mode == "read" and dev.read_noise:
             std = dev.read_noise_std(self.state, g, t)
-            self.w_var = (std * std).sum(0) / dev.g_max**2
+            self.w_var = (std * std).sum(0) / (dev.g_max * self.replicas) ** 2
         else:
             self.w_var = None
             g = dev.add_read_noise(self.state, g, t, generator)
@@ -81,4 +105,4 @@ class ProgrammedTile:
 
     def _weights(self, g: torch.Tensor) -> torch.Tensor:
         """Normalized effective weights of conductances g, with IR drop when the target has r_wire > 0."""
-        return pair_weights(g, self.model.g_max, self.settings.r_wire, self.blocks)
+        return replicated_weights(g, self.model.g_max, self.replicas, self.settings.r_wire, self.blocks)

@@ -42,12 +42,12 @@ def test_on_disk_names():
     common = {"layer": A.STRING, "orig_op": A.STRING, "tiles": A.STRING, "shares": A.STRING}
     assert {k: s.type for k, s in contract.ATTRS["AnalogConv"].items()} == {
         "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS, "group": A.INT,
-        **common}
+        "replicas": A.INT, **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogMatMul"].items()} == {
-        "alpha": A.FLOAT, "beta": A.FLOAT, "bias_rows": A.INT, **common}
+        "alpha": A.FLOAT, "beta": A.FLOAT, "bias_rows": A.INT, "replicas": A.INT, **common}
     assert {k: s.type for k, s in contract.ATTRS["AnalogConvTranspose"].items()} == {
         "kernel_shape": A.INTS, "strides": A.INTS, "pads": A.INTS, "dilations": A.INTS,
-        "output_padding": A.INTS, "group": A.INT, **common}
+        "output_padding": A.INTS, "group": A.INT, "replicas": A.INT, **common}
     recurrent = {"hidden_size": A.INT, "input_size": A.INT, "direction": A.STRING, "layout": A.INT,
                  "activations": A.STRINGS, "activation_alpha": A.FLOATS, "activation_beta": A.FLOATS,
                  "clip": A.FLOAT, "bias_rows": A.INT, **common}

@@ -135,6 +135,25 @@ def test_graph_module_equals_onnxruntime(tmp_path, dynamo):
     assert roles == ({"weight", "bias"} if dynamo else {"weight", "bias", "bn_scale", "bn_bias", "bn_stat"})
 
 
+def test_graph_module_trains_a_conv_without_kernel_shape(tmp_path):
+    """kernel_shape is optional in ONNX (the weight's shape gives it); a trainable weight is no constant,
+    so the graph module takes it from the initializer."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.2, (4, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 1, 1])
+    f32 = onnx.TensorProto.FLOAT
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", f32, [2, 3, 5, 5])],
+                          [helper.make_tensor_value_info("y", f32, [2, 4, 5, 5])],
+                          [onnx.numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    gm = OnnxGraphModule(model)
+    assert gm.roles == {"w": "weight"}
+    x = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(gm(torch.from_numpy(x)).detach().numpy(), sess.run(None, {"x": x})[0],
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_finetune_writes_the_same_graph_with_new_weights(tmp_path, tiny_cifar, run_cli):
     src = export(trained_tiny_resnet(), torch.randn(2, 3, 32, 32), tmp_path / "user.onnx", dynamo=False)
     before = sha256(src)
