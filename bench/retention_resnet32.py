@@ -95,11 +95,14 @@ def screen(path: Path, chips: int, threads: int, digital: list[str] | None = Non
     return res
 
 
-def merged(name: str) -> dict[str, dict]:
+REP = "-replicated"  # the JSONs of --replicate free-rows
+
+
+def merged(name: str, rep: str = "") -> dict[str, dict]:
     """time label -> compensation -> row, over the exact test-partial parts (headline + trend)."""
     rows: dict[str, dict] = {}
     for part in ("trend", "headline"):
-        p = OUT / f"{name}-{part}.json"
+        p = OUT / f"{name}-{part}{rep}.json"
         if p.exists():
             for r in json.loads(p.read_text())["results"]:
                 rows.setdefault(r["time"], {})[r["compensation"]] = r
@@ -115,9 +118,9 @@ def plot(path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(METHODS), figsize=(16, 3.6), sharey=True)
     secs = {"1s": 1, "1h": 3600, "1d": 86400, "30d": 30 * 86400, "1y": 365 * 86400}
-    for name, style in (("plain", "--"), ("hwa", "-")):
-        rows = merged(name)
-        head = OUT / f"{name}-headline.json"
+    for name, rep, style in (("plain", "", "--"), ("hwa", "", "-"), ("hwa", REP, "-.")):
+        rows = merged(name, rep)
+        head = OUT / f"{name}-headline{rep}.json"
         if not rows or not head.exists():
             continue
         base = 100 * json.loads(head.read_text())["baseline"]["accuracy"]
@@ -126,7 +129,7 @@ def plot(path: Path) -> None:
             mu = [100 * rows[t][m]["mean"] for t in ts]
             sd = [100 * rows[t][m]["std"] for t in ts]
             line = ax.errorbar([secs[t] for t in ts], mu, yerr=sd, ls=style, marker="o", capsize=2,
-                               label=f"{name} (digital {base:.2f} %)")
+                               label=f"{name}{' free-rows' if rep else ''} (digital {base:.2f} %)")
             ax.axhline(base, ls=":", color=line[0].get_color(), lw=0.8)
             ax.set_title(m)
             ax.set_xscale("log")
@@ -135,17 +138,18 @@ def plot(path: Path) -> None:
     axes[0].set_ylabel("class-balanced accuracy (%), exact test images")
     axes[0].set_ylim(bottom=max(0, axes[0].get_ylim()[0]))
     axes[-1].legend(loc="lower left", fontsize=8)
-    fig.suptitle("ResNet-32 on PCM (target pcm): plain pretrained vs acompile finetune (HWA)")
+    fig.suptitle("ResNet-32 on PCM (target pcm): plain pretrained vs acompile finetune (HWA); dash-dot: "
+                 "small layers replicated in free rows")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def markdown(name: str) -> str:
-    rows = merged(name)
+def markdown(name: str, rep: str = "") -> str:
+    rows = merged(name, rep)
     if not rows:
         return ""
-    head = json.loads((OUT / f"{name}-headline.json").read_text())
+    head = json.loads((OUT / f"{name}-headline{rep}.json").read_text())
     lines = [f"digital (onnxruntime, class-balanced, exact test-partial): "
              f"{100 * head['baseline']['accuracy']:.2f} %", "",
              "| time | chips | " + " | ".join(METHODS) + " |", "| --- | --- |" + " --- |" * len(METHODS)]
@@ -157,9 +161,9 @@ def markdown(name: str) -> str:
     return "\n".join(lines)
 
 
-def part_table(name: str, part: str) -> str:
+def part_table(name: str, part: str, rep: str = "") -> str:
     """The table of one extra part (test1k, jpeg): times x compensations."""
-    p = OUT / f"{name}-{part}.json"
+    p = OUT / f"{name}-{part}{rep}.json"
     if not p.exists():
         return ""
     res = json.loads(p.read_text())
@@ -191,7 +195,7 @@ def main() -> None:
     ap.add_argument("--replicate", choices=["none", "free-rows"], default="none",
                     help="Target pcm's [mapping] replicate (JSONs of free-rows end in -replicated).")
     a = ap.parse_args()
-    rep = "-replicated" if a.replicate != "none" else ""
+    rep = REP if a.replicate != "none" else ""
     OUT.mkdir(parents=True, exist_ok=True)
     if a.screen is not None:
         digital = [d for d in a.digital.split(",") if d]
@@ -206,10 +210,11 @@ def main() -> None:
                 (OUT / f"{name}-{part}{rep}.json").write_text(json.dumps(res, indent=1) + "\n")
                 print(f"{name} {part}: done in {res['seconds']:.0f} s", flush=True)
     for name in MODELS:
-        tables = (markdown(name), part_table(name, "test1k"), part_table(name, "jpeg"))
-        text = "\n\n".join(t for t in tables if t)
-        if text:
-            print(f"\n### {name}\n\n{text}")
+        for r in ("", REP):
+            tables = (markdown(name, r), part_table(name, "test1k", r), part_table(name, "jpeg", r))
+            text = "\n\n".join(t for t in tables if t)
+            if text:
+                print(f"\n### {name}{' (target pcm, replicate = free-rows)' if r else ''}\n\n{text}")
     plot(BENCH / "retention-resnet32.png")
 
 

@@ -32,6 +32,9 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
                    "weight prefixes).")
 @click.option("--weight-scale", type=click.Choice(["layer", "column"]), default=None,
               help="Conductance scale per layer or per column [default: from target].")
+@click.option("--replicate", type=click.Choice(["none", "free-rows"]), default=None,
+              help="Copies of each small layer in the rows its tile leaves free, read together (device "
+                   "errors average out; no extra tile) [default: from target].")
 @click.option("--pack", is_flag=True, help="Pack small blocks of several layers into shared tiles.")
 @click.option("--duplicate", type=opt.DUPLICATE, default="1", show_default=True, metavar="auto|N",
               help="Copy the weights of the layers that bound the pipelined throughput onto free cores: "
@@ -45,8 +48,8 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
               help="After compiling, run `acompile eval` on the mapped model; further options go to eval.")
 @click.pass_context
 def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: tuple[int, int] | None,
-                digital: tuple[str, ...], weight_scale: str | None, pack: bool, duplicate: str | int,
-                output: Path | None, quiet: bool, do_eval: bool) -> None:
+                digital: tuple[str, ...], weight_scale: str | None, replicate: str | None, pack: bool,
+                duplicate: str | int, output: Path | None, quiet: bool, do_eval: bool) -> None:
     """Map MODEL (ONNX) onto analog crossbar tiles; write MODEL.pcm.onnx and the mapping report.
 
     \b
@@ -82,7 +85,7 @@ def compile_cmd(ctx: click.Context, model: Path, target_spec: str, tile_spec: tu
     from compiler.pipeline import compile_model
     from compiler.targets import load_target, with_overrides
 
-    target = with_overrides(load_target(target_spec), tile_spec, weight_scale)
+    target = with_overrides(load_target(target_spec), tile_spec, weight_scale, replicate)
     result = compile_model(model, target, out, _split_names(digital), pack, progress=not quiet,
                            duplicate=duplicate)
     for warning in result.report.get("warnings", []):

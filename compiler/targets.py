@@ -223,13 +223,19 @@ def parse_tile(spec: str) -> tuple[int, int]:
 
 
 def with_overrides(target: dict[str, Any], tile: tuple[int, int] | None = None,
-                   weight_scale: str | None = None) -> dict[str, Any]:
-    """Apply command-line overrides (``--tile``, ``--weight-scale``) to a resolved target."""
+                   weight_scale: str | None = None, replicate: str | None = None) -> dict[str, Any]:
+    """Apply command-line overrides (``--tile``, ``--weight-scale``, ``--replicate``) to a resolved
+    target."""
     out = copy.deepcopy(target)
     if tile is not None:
         out["tile"]["rows"], out["tile"]["cols"] = tile
     if weight_scale is not None:
         out["mapping"]["weight_scale"] = weight_scale
+    if replicate is not None:
+        if replicate != "none" and out["tile"].get("r_wire", 0.0) > 0:
+            raise AcompileError(f"--replicate {replicate}: target {out.get('name')!r} has r_wire > 0 (IR "
+                                "drop of replicated rows is not modelled)")
+        out["mapping"]["replicate"] = replicate
     return out
 
 

@@ -67,6 +67,9 @@ def default_output(model: Path) -> Path:
 @click.option("--out-bound", type=opt.BOUND, default=None,
               help="Override the ADC bound: a number > 0 or 'calibrated'.")
 @click.option("--digital", multiple=True, metavar="NAME,...", help="Layers kept digital (as for compile).")
+@click.option("--replicate", type=click.Choice(["none", "free-rows"]), default=None,
+              help="Train for small layers replicated in their tiles' free rows (as for compile) "
+                   "[default: from target].")
 @click.option("--mean", type=opt.FLOATS, default=None,
               help="Preprocessing mean per channel (models without metadata).")
 @click.option("--std", type=opt.POS_FLOATS, default=None,
@@ -105,8 +108,8 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
                  weight_decay: float, momentum: float, schedule: str, noise: float, noise_shape: str,
                  noise_times: list[float] | None, clip: float, no_periphery: bool, dac_bits: int | None,
                  adc_bits: int | None, out_noise: float | None, out_bound: float | str | None,
-                 digital: tuple[str, ...], mean: list[float] | None, std: list[float] | None,
-                 scale: float | None,
+                 digital: tuple[str, ...], replicate: str | None, mean: list[float] | None,
+                 std: list[float] | None, scale: float | None,
                  augment: bool | None, distill: float, distill_temp: float, seed: int,
                  limit: int | None, eval_limit: int | None, precision: str, no_channels_last: bool,
                  threads: int | None, compute: str, output: Path | None, checkpoint: Path | None,
@@ -147,9 +150,9 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
     if not resume and ckpt.exists():
         raise AcompileError(f"checkpoint {str(ckpt)!r} exists from an earlier run: continue it with "
                             "--resume, or remove it")
-    from compiler.targets import load_target
+    from compiler.targets import load_target, with_overrides
 
-    target = load_target(target_spec)
+    target = with_overrides(load_target(target_spec), replicate=replicate)
 
     from hwtrain.analog_hwa import HWAKnobs
     from hwtrain.finetune import FinetuneConfig

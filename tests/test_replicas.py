@@ -218,3 +218,22 @@ def test_finetuning_sees_the_copies(tmp_path):
     s0 = _sigma_prog(0.0)
     want_std = math.sqrt((_sigma_prog(1.0) ** 2 + s0 * s0 * (0.5 - 1 / (2 * math.pi))) / 9) / G_MAX
     assert float(d.std()) == pytest.approx(want_std, rel=0.05)
+
+
+def test_cli_replicate_option(tmp_path, run_cli):
+    src = tmp_path / "m.onnx"
+    _net(src)
+    out = tmp_path / "m.pcm.onnx"
+    code, _, err = run_cli(src, "--target", "pcm", "--replicate", "free-rows", "-o", out, "--quiet")
+    assert code == 0, err
+    assert _replicas(onnx.load(str(out))) == {"c1": 9, "c2": 1, "fc": 16}
+    for bad in (["--replicate", "all"], ["--target", "hermes", "--replicate", "free-rows"]):
+        target = tmp_path / "ir.toml"
+        target.write_text('base = "pcm"\n[tile]\nr_wire = 0.35\n')
+        args = [a if a != "hermes" else target for a in bad]
+        o2 = tmp_path / "x" / "m.onnx"
+        code, _, err = run_cli(src, *args, "-o", o2, "--quiet")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert not o2.parent.exists()  # nothing written
+    code, _, err = run_cli("finetune", src, "--replicate", "rows", "-o", tmp_path / "f.onnx")
+    assert code == 2 and "--replicate" in err and not (tmp_path / "f.onnx").exists()
