@@ -4,8 +4,8 @@ The emulator (runtime/analog_tile.py) runs a mapped layer as: weights normalized
 scale, programmed with the device model's noise, inputs through the DAC over a calibrated range, one MVM
 per tile row block, output noise and the ADC per block, then the digital rescale. Training sees the same
 chain, built from the same functions (TileGeometry's row blocks and replicas, `replica_targets` /
-`replicated_weights`, the
-device model's `program`, and on CPU the emulator's own native DAC and noise+ADC kernels). The noise and
+`replicated_weights`, the device model's `program`, and on CPU the emulator's own native DAC and
+noise+ADC kernels). The noise and
 the converters are forward-only, straight-through: the gradient is that of the clean layer, taken at the
 noisy weights and quantized inputs (Joshi et al. 2020), and the clean weights get it.
 
@@ -280,13 +280,7 @@ class HWALayer:
         if quant and s.out_bound is None and (self.ctx.observe or self.out_bound is None):
             self.out_bound = self._observe(self.out_bound,
                                            max(abs_percentile(y, s.calib_percentile) for y in ys))
-        # the replicas' currents add: a fixed ADC bound and the output noise are that many times smaller
-        # in the units of their mean weight (as the emulator's AnalogLayer._prepare)
-        reps = geo.replicas
         bound = max(self.out_bound or 1.0, 1e-12) if quant else 1.0
-        if quant and s.out_bound is not None:
-            bound = bound / reps
-        out_noise = s.out_noise / reps
         lout = levels(s.adc_bits) if quant else 0
         unit = bound / lout if quant else 1.0  # normalized units per ADC code
         with torch.no_grad():
@@ -297,14 +291,14 @@ class HWALayer:
                     scale = torch.full((geo.cols,), unit) if alphas is None else alphas[b].float() * unit
                     yv = native.channels_last_view(y.detach().float() * (1.0 / unit), cdim % y.dim())
                     key = ((k0 + 0x9E3779B9 * b) & 0xFFFFFFFF, k1)
-                    out = native.tail(yv, out, scale, None, out_noise / unit, float(lout), key)
+                    out = native.tail(yv, out, scale, None, s.out_noise / unit, float(lout), key)
                 q = out.movedim(-1, cdim % total.dim()) if (cdim % total.dim()) != total.dim() - 1 else out
             else:
                 q = torch.zeros_like(total, dtype=torch.float32)
                 for b, y in enumerate(ys):
                     yu = y.detach().float() * (1.0 / unit)
                     if noisy:
-                        yu = yu + (out_noise / unit) * torch.randn(yu.shape, generator=self.generator,
+                        yu = yu + (s.out_noise / unit) * torch.randn(yu.shape, generator=self.generator,
                                                                      device=yu.device)
                     if quant:
                         yu = adc_codes_(yu, lout)

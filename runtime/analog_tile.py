@@ -199,20 +199,18 @@ class AnalogLayer:
             self.in_mult, in_n = 1.0 / r, 1.0
         self.dac = dac
         self.adc = adc
-        # w_eff is the mean of the layer's replicas: its column currents are `replicas` times the MVM's,
-        # so a fixed ADC bound and the output noise are that many times smaller in its units
-        reps = geo.replicas
+        # a replicated layer (geo.replicas): w_eff is the mean of its copies and the periphery reads their
+        # summed current re-ranged by the number of copies, so bound and output noise (a fraction of the
+        # output range, DESIGN §6) are those of one copy (CONTRACTS §3 `replicas`)
         if adc == "quant":
             lout = levels(s.adc_bits)
             self.lout = lout
             bound = self.cal.bound  # not yet calibrated: the usual bound
-            if s.out_bound is not None:
-                bound = bound / reps
             k_mult = lout / (bound * in_n)
             out_unit = bound / lout
         else:
             k_mult, out_unit = 1.0 / in_n, 1.0
-        self.noise_units = 0.0 if (self.calibrating or self.observing_out) else s.out_noise / reps / out_unit
+        self.noise_units = 0.0 if (self.calibrating or self.observing_out) else s.out_noise / out_unit
         blocks = []
         nb = len(geo.row_blocks)
         fast = (adc == "none" and s.out_noise == 0 and self.w_var is None and self.alpha is None
