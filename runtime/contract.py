@@ -146,8 +146,8 @@ _COMMON = (AttrSpec("layer", _A.STRING),  # the original node name
            # too -- nodes of one constant weight (a per-step MatMul of an unrolled RNN, tied weights)
            AttrSpec("shares", _A.STRING, None))
 # copies of W stacked in the free rows of its one tile and driven with the same inputs (target [mapping]
-# replicate): their currents add on each column, so the devices' errors average over the copies while
-# the signal grows against the output noise (CONTRACTS §3); not for recurrent ops
+# replicate): their currents add on each column and the periphery, re-ranged by their number, reads
+# their mean, so the devices' errors average over the copies (CONTRACTS §3); not for recurrent ops
 _REPLICAS = AttrSpec("replicas", _A.INT, 1)
 ATTRS: dict[str, dict[str, AttrSpec]] = {
     ANALOG_CONV: {s.name: s for s in (

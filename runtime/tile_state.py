@@ -50,7 +50,8 @@ def replicated_weights(g: torch.Tensor, g_max: float, replicas: int, r_wire: flo
                        blocks: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None
                        ) -> torch.Tensor:
     """The mean normalized weight of a layer's copies (pair_weights / replicas): the copies' column
-    currents add, and the periphery divides by their number (AnalogLayer, HWALayer)."""
+    currents add, and the periphery, re-ranged by their number, reads their mean (AnalogLayer,
+    HWALayer)."""
     w = pair_weights(g, g_max, r_wire, blocks)
     return w / replicas if replicas > 1 else w
 
