@@ -48,12 +48,10 @@ OUT = BENCH / "retention-resnet32"
 
 
 def pcm(replicate: str = "none") -> dict:
-    """Target `pcm`, its [mapping] replicate policy set."""
-    from compiler.targets import load_target
+    """Target `pcm`, its [mapping] replicate policy set (as `--replicate` sets it)."""
+    from compiler.targets import load_target, with_overrides
 
-    target = load_target("pcm")
-    target["mapping"]["replicate"] = replicate
-    return target
+    return with_overrides(load_target("pcm"), replicate=replicate)
 
 
 def run(name: str, part: str, threads: int, replicate: str = "none") -> dict:
