@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> None:
         params[k] = float(v)
     for alg in args.algorithms.split(","):
         path = _path(args.model, alg, args.tag)
-        m = train_inmemory(args.model, DATASETS[args.model], alg, ALGORITHMS[alg], args.epochs, params=params,
+        device = args.device if alg == "mixed-precision" and args.device else ALGORITHMS[alg]
+        m = train_inmemory(args.model, DATASETS[args.model], alg, device, args.epochs, params=params,
                            batch_size=args.batch, lr=args.lr, seed=args.seed, json_path=None,
                            progress=False, samples_png=path.with_name(path.stem + "-samples.png"))
         m["command"] = "python bench/bench_inmemory_nets.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -112,6 +113,8 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--param", action="append", default=[], help="NAME=VALUE (hwtrain/inmemory/params.py)")
+    r.add_argument("--device", default="", help="mixed precision's device (default pcm: SET pulses; any "
+                   "registered device: verify writes)")
     r.add_argument("--tag", default="", help="suffix of the JSON name (ablations; not in the report table)")
     sub.add_parser("report")
     args = ap.parse_args()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from hwtrain.inmemory.params import training_devices
 from runtime import options as opt
 from runtime.errors import AcompileError
 from runtime.outputs import ONNX, check_outputs
@@ -155,10 +156,11 @@ def _check_files(algorithm: str, out: str | None, json_path: str | None, checkpo
 @click.option(
     "--device",
     "device_model",
-    type=click.Choice(["pcm", "softbounds", "linear", "ideal"]),
+    type=click.Choice(training_devices()),
     default="pcm",
     show_default=True,
-    help="device model for in-memory algorithms",
+    help="device for in-memory algorithms: RPU step devices (sgd, Tiki-Taka family) or any registered "
+    "device (mixed precision: pcm by SET pulses, the others by program-and-verify writes)",
 )
 @click.option(
     "--offset", type=opt.NONNEG_FLOAT, default=None, help="reference offset spread (in-memory, Tiki-Taka)"
@@ -200,13 +202,15 @@ def train_cmd(
       acompile train resnet32 --dataset cifar10 --noise 0.04 --clip 2.5 --epochs 200 --compute cuda \\
           -o models/resnet32-cifar10-hwa.onnx
       acompile train mlp --dataset mnist --algorithm mixed-precision --device pcm --epochs 20
+      acompile train charlstm --algorithm mixed-precision --device rram --epochs 6
     """
     parsed = _parse_params(params, offset)
     _check_files(algorithm, out, json_path, checkpoint, resume, init, data_root)
     if algorithm in INMEMORY_ALGORITHMS:
-        from hwtrain.inmemory.params import NETS, check_net_outputs, resolve
+        from hwtrain.inmemory.params import NETS, check_algorithm, check_net_outputs, resolve
 
         resolve(parsed)  # names and ranges of --param, before torch loads
+        check_algorithm(algorithm, device_model)
         check_net_outputs(model_name, out, resume)
         from hwtrain.inmemory.run import train_inmemory
 

@@ -207,6 +207,7 @@ def test_option_errors_come_before_torch(work):
     cases = [["eval", M, "--chips", "0"], ["eval", M, "--json", M], ["eval", M, "--times", ""],
              ["train", "mlp", "--epochs", "0"], ["train", "mlp", "-o", "{d}/t.txt"],
              ["train", "gan", "--algorithm", "mixed-precision", "--device", "pcm", "-o", "{d}/g.onnx"],
+             ["train", "mlp", "--algorithm", "sgd", "--device", "rram"],
              ["sweep", "mlp", "--param", "states=10", "--compute", "tpu"],
              ["finetune", SRC, *D, "--threads", "0"], [SRC, "--eval", "--chips", "0"]]
     code = ("import sys, json\nfrom compiler.cli import main\nout = []\n"

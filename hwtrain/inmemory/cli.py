@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from hwtrain.inmemory.params import training_devices
 from runtime import options as opt
 from runtime.errors import AcompileError
 from runtime.outputs import check_outputs, write_files
@@ -70,7 +71,7 @@ def plot_sweep(rows: list[dict], name: str, title: str, path: Path | BinaryIO,
 @click.option("--algorithm", default="sgd", show_default=True,
               type=click.Choice(["mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32"]))
 @click.option("--device", default="softbounds", show_default=True,
-              type=click.Choice(["pcm", "softbounds", "linear", "ideal"]))
+              type=click.Choice(training_devices()))
 @click.option("--param", "sweep", required=True, help="NAME=v1,v2,... the parameter to sweep")
 @click.option("--set", "fixed", default="", help="NAME=VALUE,... parameters held fixed")
 @click.option("--epochs", default=1, show_default=True, type=opt.POS_INT)

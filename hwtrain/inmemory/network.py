@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from hwtrain.inmemory.analog_layer import AnalogLinear
-from hwtrain.inmemory.rules import check_algorithm, make_periphery, make_rule
+from hwtrain.inmemory.params import check_algorithm
+from hwtrain.inmemory.rules import make_periphery, make_rule
 from runtime.errors import AcompileError
 
 MODEL_SHAPES = {"mlp": (784, 250, 10)}

@@ -6,10 +6,36 @@ import math
 
 from runtime.errors import AcompileError
 from runtime.physics import constants as C
+from runtime.physics.devices import device_names
 from runtime.physics.devices.base import bits
 
 ALGORITHMS = ("mixed-precision", "sgd", "ttv2", "cttv2", "agad", "fp32")
-DEVICES = ("pcm", "softbounds", "linear", "ideal")
+#: step devices of the analog-SGD / Tiki-Taka family (runtime/physics/rpu_devices.py)
+RPU_DEVICES = ("softbounds", "linear")
+
+
+def training_devices() -> tuple[str, ...]:
+    """What `--device` of in-memory training takes: the RPU step devices and every registered device
+    (pcm under SET pulses, the others under program-and-verify writes)."""
+    return (*RPU_DEVICES, *device_names())
+
+
+def compatible_devices(algorithm: str) -> tuple[str, ...]:
+    """Devices an algorithm runs on: mixed precision on every registered device (pcm by SET pulses, the
+    others by verify writes), the pulse-SGD family on the RPU step devices, fp32 ignores the device."""
+    if algorithm == "mixed-precision":
+        return tuple(device_names())
+    if algorithm == "fp32":
+        return training_devices()
+    return RPU_DEVICES
+
+
+def check_algorithm(algorithm: str, device: str) -> None:
+    """Refuse a device the algorithm cannot train on (before any work)."""
+    if device not in compatible_devices(algorithm):
+        raise AcompileError(f"algorithm {algorithm!r} runs on device(s) "
+                            f"{', '.join(compatible_devices(algorithm))}, not {device!r}")
+
 
 # name -> (default, check, meaning)
 PARAMS: dict[str, tuple[float | None, str, str]] = {
@@ -29,14 +55,18 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
     "period": (1.0, ">=1", "c-TTv2 chopper half-period in reads of a column"),
     "sync": (1.0, "[0,1]", "c-TTv2: 1 = periodic chopper + cycle-synchronous transfer, 0 = random flips"),
     "n_cols": (0.0, ">=0", "columns of A read per update (0 = batch size)"),
-    # mixed precision (PCM)
+    # mixed precision (pcm: SET pulses; every other registered device, or verify=1: verify writes)
     "w_max": (0.3, ">0", "weight represented by G_max on one side of the pair"),
     "w_max_out": (0.0, ">=0", "w_max of the output layer (0 = same as w_max); its weights grow larger"),
-    "eps": (1.0, ">0", "eps as a multiple of the mean SET increment"),
+    "eps": (1.0, ">0", "eps as a multiple of one device increment (pcm: the mean SET increment; "
+                    "verify-written devices: the write resolution)"),
     "pcm_noise": (1.0, ">=0", "scale of the SET-pulse increment std (1 = published)"),
     "refresh_every": (1.0, ">=1", "updates between saturation checks"),
+    "verify": (0.0, "[0,1]", "mixed precision on pcm: 1 = transfers are program-and-verify writes of the "
+               "registered pcm device (as on every other device) instead of SET pulses"),
     # periphery and reads
-    "read_noise": (1.0, ">=0", "PCM read noise on (1) / off (0); for RPU arrays the column-read noise"),
+    "read_noise": (1.0, ">=0", "mixed precision: the device's read noise on (1) / off (0); for RPU arrays "
+                   "the column-read noise"),
     "out_noise": (C.OUT_NOISE, ">=0", "additive MVM output noise (normalized units)"),
     "dac_bits": (float(C.DAC_BITS), ">=0", "DAC bits (0 = none)"),
     "adc_bits": (float(C.ADC_BITS), ">=0", "ADC bits (0 = none)"),
@@ -58,7 +88,7 @@ PARAMS: dict[str, tuple[float | None, str, str]] = {
 
 
 #: parameters that count something (a float that is not whole is an error, not truncated)
-_INTEGERS = ("limit", "test_limit", "dac_bits", "adc_bits", "n_cols", "seq_len", "hidden", "width")
+_INTEGERS = ("verify", "limit", "test_limit", "dac_bits", "adc_bits", "n_cols", "seq_len", "hidden", "width")
 
 
 def _ok(value: float, check: str) -> bool:

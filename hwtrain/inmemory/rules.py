@@ -10,18 +10,10 @@ from hwtrain.inmemory.algorithms.fp32 import FP32Rule
 from hwtrain.inmemory.algorithms.mixed_precision import MixedPrecisionRule
 from hwtrain.inmemory.algorithms.tiki_taka import TikiTakaRule
 from hwtrain.inmemory.analog_layer import Periphery
-from runtime.errors import AcompileError
+from runtime.physics.devices import make_device
 from runtime.physics.pcm_pulse import PCMPulseConfig
 from runtime.physics.rpu_devices import RPUConfig
-
-COMPATIBLE = {
-    "mixed-precision": ("pcm",),
-    "sgd": ("softbounds", "linear"),
-    "ttv2": ("softbounds", "linear"),
-    "cttv2": ("softbounds", "linear"),
-    "agad": ("softbounds", "linear"),
-    "fp32": ("ideal", "pcm", "softbounds", "linear"),
-}
+from runtime.physics.verified_pair import VerifiedPair
 
 
 def rpu_config(device: str, p: dict[str, float]) -> RPUConfig:
@@ -30,12 +22,6 @@ def rpu_config(device: str, p: dict[str, float]) -> RPUConfig:
     if p["states"] is not None:
         return RPUConfig.from_states(p["states"], **kw)
     return RPUConfig(dw_min=p["dw_min"], **kw)
-
-
-def check_algorithm(algorithm: str, device: str) -> None:
-    if device not in COMPATIBLE.get(algorithm, ()):
-        raise AcompileError(f"algorithm {algorithm!r} runs on device(s) {', '.join(COMPATIBLE[algorithm])}, "
-                            f"not {device!r}")
 
 
 def make_periphery(algorithm: str, p: dict[str, float]) -> Periphery:
@@ -51,8 +37,10 @@ def make_rule(algorithm: str, device: str, p: dict[str, float], w: torch.Tensor,
         return FP32Rule(w)
     if algorithm == "mixed-precision":
         cfg = PCMPulseConfig(noise_scale=p["pcm_noise"])
+        verified = None if device == "pcm" and not p["verify"] else make_device(device)
         return MixedPrecisionRule(w, w_max=w_max, gen=gen, cfg=cfg, eps_scale=p["eps"],
-                                  read_noise=p["read_noise"] > 0, refresh_every=int(p["refresh_every"]))
+                                  read_noise=p["read_noise"] > 0, refresh_every=int(p["refresh_every"]),
+                                  device=verified)
     if algorithm == "sgd":
         return AnalogSGDRule(w, cfg=rpu_config(device, p), bl=int(p["bl"]), gen=gen)
     return TikiTakaRule(w, variant=algorithm, cfg=rpu_config(device, p), bl=int(p["bl"]), gen=gen,
@@ -70,4 +58,5 @@ def rule_stats(rule) -> dict:
     if hasattr(rule, "pair"):
         stats["refreshes"] = int(rule.pair.refreshes)
         stats["eps"] = float(rule.eps)
+        stats["writes_are"] = "verify writes" if isinstance(rule.pair, VerifiedPair) else "SET pulses"
     return stats

@@ -12,7 +12,14 @@ import torch
 
 from hwtrain.inmemory import checkpoint
 from hwtrain.inmemory.network import AnalogMLP, build_network
-from hwtrain.inmemory.params import ALGORITHMS, DEVICES, NETS, check_net_outputs, resolve
+from hwtrain.inmemory.params import (
+    ALGORITHMS,
+    NETS,
+    check_algorithm,
+    check_net_outputs,
+    resolve,
+    training_devices,
+)
 from hwtrain.inmemory.rules import rule_stats
 from runtime.errors import AcompileError
 from runtime.outputs import write_files
@@ -74,8 +81,10 @@ def train_inmemory(
     if algorithm not in ALGORITHMS:
         raise AcompileError(f"unknown in-memory algorithm {algorithm!r}; "
                             f"choose one of {', '.join(ALGORITHMS)}")
-    if device not in DEVICES:
-        raise AcompileError(f"unknown training device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device not in training_devices():
+        raise AcompileError(f"unknown training device {device!r}; "
+                            f"choose one of {', '.join(training_devices())}")
+    check_algorithm(algorithm, device)
     if epochs < 0:
         raise AcompileError(f"epochs must be >= 0, got {epochs}")
     if model in NETS:

@@ -212,6 +212,15 @@ PCM_RESET_STD = 0.01  # uS
 # refreshes "when a device saturates").
 PCM_TRAIN_G_MAX = 10.0  # uS
 PCM_REFRESH_FRACTION = 0.9  # of PCM_TRAIN_G_MAX
+# --- Program-and-verify writes (mixed precision on a registered device without a pulse model) ---------
+# A device whose only published write behaviour is its programming spread after program-and-verify (the
+# inference fits: pcm-hermes, rram, the pcm fit of DESIGN §6) takes mixed-precision transfers as verify
+# writes of the accumulated change. The write resolution (one eps) is the device's programming spread at
+# half its g_max: a smaller change is lost in the write's own noise (acompile's choice, after Nandakumar
+# 2020's eps = one device increment). A noiseless device gets VERIFY_NOISELESS_STEPS steps over g_max, the
+# resolution of an 8-bit write (sign + 7 bits; an assumption, stated in RESULTS-inmemory.md).
+VERIFY_RESOLUTION_AT = 0.5  # of g_max
+VERIFY_NOISELESS_STEPS = 128
 # Mixed-precision headline numbers to reproduce (Nandakumar et al., ISCAS 2018 / Front. Neurosci. 2020):
 # 784-250-10 MLP on MNIST, 97.40 % (simulation, 2018); 97.73 % on PCM hardware, 0.57 % below fp64.
 MP_MNIST_TARGET_ACCURACY = 0.9740

@@ -218,6 +218,16 @@ class PCMDifferentialPair:
         if bool(neg.any()):
             apply_set_pulses_at(self.g_neg, self.n_neg, idx[neg], -signed_counts[neg], self.cfg, self.gen)
 
+    @property
+    def step_us(self) -> float:
+        """One device increment in uS (mixed precision's eps): the mean SET increment."""
+        return mean_pulse_increment(self.cfg)
+
+    def transfer_at(self, idx: torch.Tensor, steps: torch.Tensor, eps_w: float) -> None:
+        """Mixed-precision transfer: |steps[k]| SET pulses on the side of its sign (eps_w is what the
+        controller meant each to be worth; the device gives what its increment is)."""
+        self.apply_pulses_at(idx, steps)
+
     def program(self, w_target: torch.Tensor) -> None:
         """Program-and-verify a weight from scratch: RESET both, the difference goes on one device."""
         mask = torch.ones_like(w_target, dtype=torch.bool)
