@@ -11,6 +11,7 @@ import torch
 
 from hwtrain.inmemory.algorithms.analog_sgd import AnalogSGDRule
 from hwtrain.inmemory.algorithms.mixed_precision import MixedPrecisionRule
+from hwtrain.inmemory.algorithms.tiki_taka import TikiTakaRule
 from hwtrain.inmemory.params import parse_assignments, resolve
 from hwtrain.inmemory.pulse_trains import coincidence_counts
 from hwtrain.inmemory.run import train_inmemory
@@ -78,6 +79,27 @@ def test_analog_sgd_update_has_the_sgd_expectation() -> None:
     slots, pq = batch * C.RPU_BL, lr / (C.RPU_DW_MIN * C.RPU_BL) * x_val * d_val
     std = C.RPU_DW_MIN * math.sqrt(slots * pq * (1 - pq))
     assert_moments(rule.weights(), expected, std, "analog SGD dW")
+
+
+def test_rpu_rules_count_every_pulse() -> None:
+    """Device wear of the pulse-SGD family: on a noise-free linear device an all-positive update moves each
+    weight by dw_min per pulse, so the counted pulses = sum(dW) / dw_min; Tiki-Taka counts A's and W's."""
+    gen = _gen(6)
+    cfg = RPUConfig(kind="linear", dw_min=C.RPU_DW_MIN, w_bound=C.RPU_W_BOUND)
+    rule = AnalogSGDRule(torch.zeros(30, 40), cfg=cfg, bl=C.RPU_BL, gen=gen)
+    rule.step(torch.rand(8, 40, generator=gen), -torch.rand(8, 30, generator=gen), lr=0.01)
+    assert rule.pulses > 0
+    assert rule.pulses == round(float(rule.weights().sum()) / C.RPU_DW_MIN)
+    up, w_up = rule.pulses, float(rule.weights().sum())
+    rule.step(torch.rand(8, 40, generator=gen), torch.rand(8, 30, generator=gen), lr=0.01)  # all down
+    assert rule.pulses - up == round((w_up - float(rule.weights().sum())) / C.RPU_DW_MIN) > 0
+    tt = TikiTakaRule(torch.zeros(30, 40), variant="ttv2", cfg=cfg, bl=C.RPU_BL, gen=gen, lr_h=1.0,
+                      lr_a_scale=1.0, p_flip=0.0, n_cols=40, read_noise=0.0, sync=False, period=1)
+    for _ in range(5):
+        tt.step(torch.rand(8, 40, generator=gen), -torch.rand(8, 30, generator=gen), lr=0.01)
+    a_moved = round(float((tt.a.w - tt.a.symmetry_point()).sum()) / C.RPU_DW_MIN)
+    assert tt.transfers > 0 and tt.pulses == a_moved + tt.transfers
+    assert tt.w.pulses == tt.transfers
 
 
 def test_coincidence_counts_expectation_is_the_sgd_update() -> None:

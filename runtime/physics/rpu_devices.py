@@ -101,6 +101,7 @@ class RPUArray:
         self.dw_up = torch.minimum(self.dw_up, span_up)
         self.dw_down = torch.minimum(self.dw_down, span_down)
         self.w = torch.zeros(shape, device=device).clamp(self.w_min, self.w_max)
+        self.pulses = 0  # up + down pulses applied since construction (device wear)
 
     def symmetry_point(self) -> torch.Tensor:
         """Where equal numbers of up and down pulses leave w (soft bounds); the shift alone for linear."""
@@ -119,6 +120,7 @@ class RPUArray:
         """In place: n_up up pulses then n_down down pulses on each device (counts >= 0, any dtype)."""
         n_up = n_up.to(self.w.dtype)
         n_down = n_down.to(self.w.dtype)
+        self.pulses += int(n_up.sum() + n_down.sum())
         if bool((n_up > 0).any()):
             self.w = self._step(self.w, n_up, up=True)
         if bool((n_down > 0).any()):

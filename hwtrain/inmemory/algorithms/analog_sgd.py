@@ -23,6 +23,10 @@ class AnalogSGDRule:
         self.gen = gen
         self.w_scale = cfg.w_bound
 
+    @property
+    def pulses(self) -> int:
+        return self.array.pulses
+
     def read(self, noisy: bool = True) -> torch.Tensor:
         return self.array.w
 

@@ -83,6 +83,11 @@ class TikiTakaRule:
         self.w_scale = cfg.w_bound
         self.transfers = 0
 
+    @property
+    def pulses(self) -> int:
+        """Pulses on both arrays: A's gradient updates and W's transfers."""
+        return self.a.pulses + self.w.pulses
+
     def read(self, noisy: bool = True) -> torch.Tensor:
         return self.w.w
 
