@@ -136,8 +136,9 @@ def plot(path: Path) -> None:
     axes[0].set_ylabel("class-balanced accuracy (%), exact test images")
     axes[0].set_ylim(bottom=max(0, axes[0].get_ylim()[0]))
     axes[-1].legend(loc="lower left", fontsize=8)
-    fig.suptitle("ResNet-32 on PCM (target pcm): plain pretrained vs acompile finetune (HWA); dash-dot: "
-                 "small layers replicated in free rows")
+    shown_rep = (OUT / f"hwa-headline{REP}.json").exists()
+    fig.suptitle("ResNet-32 on PCM (target pcm): plain pretrained vs acompile finetune (HWA)"
+                 + ("; dash-dot: small layers replicated in free rows" if shown_rep else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -65,10 +65,13 @@ class FinetuneConfig:
     channels_last: bool = True
     distill: float = 0.0  # weight of the parent's soft labels in the loss (0 = plain cross-entropy)
     distill_temp: float = 4.0
+    bn_restat: int = 0  # clean training images the BN statistics are re-estimated on after training
     knobs: HWAKnobs = field(default_factory=HWAKnobs)
 
     def __post_init__(self) -> None:
-        checks = [(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+        checks = [(self.bn_restat >= 0, f"--bn-restat must be >= 0, got {self.bn_restat}"),
+                  (self.epochs >= 1 or (self.epochs == 0 and self.bn_restat > 0),
+                   f"--epochs must be >= 1 (0 only with --bn-restat), got {self.epochs}"),
                   (math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}"),
                   (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
                   (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
@@ -498,10 +501,45 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
             save_checkpoint(checkpoint, prepared, opt, {"epoch": epoch + 1, "history": history,
                                                         "config": cfg.to_dict(),
                                                         "parent_sha256": prepared.parent_sha256})
+    after = None
+    if cfg.bn_restat:
+        restat_bn(prepared, train_ds, cfg.bn_restat, cfg.batch_size,
+                  np.random.default_rng([cfg.seed, cfg.epochs, 1]), augment, device)
+        if eval_ds is not None:
+            after = digital_accuracy(prepared, eval_ds)["accuracy"]
+            if progress:
+                progress_write(f"BN statistics re-estimated on {cfg.bn_restat} clean images: test acc "
+                               f"{after:.4f} (digital)")
     m.eval()
+    final = after if after is not None else (history[-1].get("test_accuracy") if history else None)
     return {"history": history, "before": before, "precision": precision,
             "train_samples": len(train_ds), "test_samples": len(eval_ds) if eval_ds is not None else 0,
-            "test_accuracy": history[-1].get("test_accuracy") if history else None}
+            "test_accuracy": final, "test_accuracy_after_bn_restat": after}
+
+
+def restat_bn(prepared: Prepared, ds: Dataset, n: int, batch_size: int, rng: np.random.Generator,
+              augment: bool, device: torch.device) -> None:
+    """Re-estimate every BN node's running statistics as the plain average over n clean training images.
+
+    Training leaves the statistics of its noisy forward passes in the model; the digital network (and
+    `global` compensation, which keeps the model's statistics) then normalizes clean activations with
+    them. `bn` compensation re-estimates them on the chip anyway, so it does not depend on this."""
+    m, ctx = prepared.module, prepared.ctx
+    ctx.active = False  # clean: no weight noise, no periphery
+    m.train()
+    seen = 0
+    try:
+        with torch.no_grad():
+            for x, _ in batch_stream(ds, prepared.preprocessing, batch_size, rng, augment):
+                x = x[: n - seen].to(device)
+                m.bn_momentum = len(x) / (seen + len(x))  # running average over the images so far
+                m(x)
+                seen += len(x)
+                if seen >= n:
+                    break
+    finally:
+        m.bn_momentum = None
+        m.eval()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def default_output(model: Path) -> Path:
                    "x_train/y_train for the train split); a comma list adds the train splits of the "
                    "others to the first (whose test split scores each epoch). Default: the model's "
                    "metadata dataset.")
-@click.option("--epochs", type=opt.POS_INT, default=5, show_default=True)
+@click.option("--epochs", type=opt.NONNEG_INT, default=5, show_default=True,
+              help="Training epochs (0 only with --bn-restat: re-estimate a trained model's statistics).")
 @click.option("--lr", type=opt.POS_FLOAT, default=0.01, show_default=True,
               help="Peak learning rate (cosine decay).")
 @click.option("--batch-size", type=opt.POS_INT, default=128, show_default=True)
@@ -83,6 +84,10 @@ def default_output(model: Path) -> Path:
                    "distillation from the digital parent; 0 = cross-entropy only).")
 @click.option("--distill-temp", type=opt.POS_FLOAT, default=4.0, show_default=True,
               help="Softmax temperature of the distillation term.")
+@click.option("--bn-restat", type=opt.NONNEG_INT, default=0, show_default=True, metavar="N",
+              help="After training, re-estimate the BN statistics on N clean (noise-free) training images: "
+                   "training leaves those of its noisy passes, which cost the digital network accuracy "
+                   "(`bn` compensation re-estimates them on the chip anyway). 0 = off.")
 @click.option("--seed", type=opt.SEED, default=0, show_default=True)
 @click.option("--limit", type=opt.POS_INT, default=None, help="Train on the first N images (smoke runs).")
 @click.option("--eval-limit", type=opt.POS_INT, default=None,
@@ -110,7 +115,7 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
                  adc_bits: int | None, out_noise: float | None, out_bound: float | str | None,
                  digital: tuple[str, ...], replicate: str | None, mean: list[float] | None,
                  std: list[float] | None, scale: float | None,
-                 augment: bool | None, distill: float, distill_temp: float, seed: int,
+                 augment: bool | None, distill: float, distill_temp: float, bn_restat: int, seed: int,
                  limit: int | None, eval_limit: int | None, precision: str, no_channels_last: bool,
                  threads: int | None, compute: str, output: Path | None, checkpoint: Path | None,
                  keep_checkpoint: bool, resume: bool, json_path: Path | None, quiet: bool) -> None:
@@ -128,6 +133,8 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
     if not model.is_file():
         raise AcompileError(f"{str(model)!r}: file not found")
     opt.same_length(mean, std)
+    if epochs == 0 and bn_restat == 0:
+        raise AcompileError("--epochs must be >= 1 (0 only with --bn-restat)")
     means, stds, bound = mean, std, out_bound
     out = output or default_output(model)
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.npz")
@@ -163,7 +170,7 @@ def finetune_cmd(model: Path, target_spec: str, data: str | None, epochs: int, l
                          weight_decay=weight_decay, schedule=schedule, augment=augment, seed=seed,
                          limit=limit, eval_limit=eval_limit, precision=precision,
                          channels_last=not no_channels_last, distill=distill, distill_temp=distill_temp,
-                         knobs=knobs)
+                         bn_restat=bn_restat, knobs=knobs)
     import torch
 
     if compute == "cuda" and not torch.cuda.is_available():

@@ -92,7 +92,8 @@ class TrainBatchNorm:
     def __call__(self, x, scale, bias, mean, var):
         m = self.module
         rm, rv = m.buffer(self.mean_name), m.buffer(self.var_name)
-        return F.batch_norm(x, rm, rv, scale, bias, m.training, self.momentum, self.eps)
+        momentum = self.momentum if m.bn_momentum is None else m.bn_momentum
+        return F.batch_norm(x, rm, rv, scale, bias, m.training, momentum, self.eps)
 
 
 class OnnxGraphModule(nn.Module):
@@ -106,6 +107,8 @@ class OnnxGraphModule(nn.Module):
         super().__init__()
         _load()
         self.model = model
+        #: overrides every BN node's momentum while set (re-estimating statistics as a running average)
+        self.bn_momentum: float | None = None
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         for node in g.node:

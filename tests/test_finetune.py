@@ -25,10 +25,12 @@ from torch import nn
 
 from compiler.targets import load_target
 from hwtrain import finetune as ft
+from hwtrain.analog_hwa import HWAKnobs
 from hwtrain.graph_module import OnnxGraphModule
 from models import DATA_DIR, model_path
 from runtime import contract
 from runtime.data import Dataset, load_dataset
+from runtime.errors import AcompileError
 
 MNIST_1K = DATA_DIR / "mnist-test-1k.npz"  # bundled: these tests never skip
 MEAN_STD = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
@@ -359,3 +361,50 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, tiny_cifar, run_
         assert needle in lines[0], (label, lines[0])
         after = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
         assert after == before, (label, set(after) ^ set(before))
+
+
+def test_bn_restat_averages_clean_batch_statistics(tmp_path, tiny_cifar):
+    """--bn-restat: every BN's running statistics become the plain average of its clean (noise-free)
+    input's batch statistics, here checked on the first BN against conv1 computed by hand from the
+    initializer; training's noisy statistics are gone, and the accuracy train() reports after it is what
+    onnxruntime gives the written model."""
+    src = export(trained_tiny_resnet(), torch.randn(2, 3, 32, 32), tmp_path / "r.onnx", dynamo=False)
+    model = onnx.load(str(src))
+    data = np.load(tiny_cifar)
+    ds = Dataset(data["x"][:192], data["y"][:192], "tiny")
+    kw = dict(knobs=HWAKnobs(noise=0.2), mean=[0.5] * 3, std=[0.25] * 3)
+    prepared = ft.prepare(src, load_target("pcm"), **kw)
+    ft.train(prepared, ft.FinetuneConfig(epochs=1, lr=0.01, batch_size=64, augment=False), ds, None,
+             progress=False)
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    conv = next(n for n in model.graph.node if n.output[0] == bn.input[0])
+    m = prepared.module
+    x = torch.from_numpy(prepared.preprocessing.apply(ds.x)).float()
+    pre = F.conv2d(x, m.tensor(conv.input[1]).detach(), padding=1)
+    noisy_mean = m.buffer(bn.input[3]).clone()
+    ft.restat_bn(prepared, ds, 192, 64, np.random.default_rng(7), False, torch.device("cpu"))
+    order = np.random.default_rng(7).permutation(192)  # batch_stream's batches: sorted slices of it
+    batches = [pre[torch.from_numpy(np.sort(order[i:i + 64]))] for i in range(0, 192, 64)]
+    np.testing.assert_allclose(m.buffer(bn.input[3]).numpy(), pre.mean((0, 2, 3)).numpy(), rtol=1e-4,
+                               atol=1e-5)
+    expected_var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in batches]).mean(0)
+    np.testing.assert_allclose(m.buffer(bn.input[4]).numpy(), expected_var.numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(noisy_mean.numpy(), pre.mean((0, 2, 3)).numpy(), rtol=1e-3, atol=1e-4)
+
+    again = ft.prepare(src, load_target("pcm"), **kw)
+    cfg = ft.FinetuneConfig(epochs=1, lr=0.01, batch_size=64, augment=False, bn_restat=128)
+    result = ft.train(again, cfg, ds, ds, progress=False)
+    assert result["test_accuracy"] == result["test_accuracy_after_bn_restat"]
+    out = tmp_path / "restat.onnx"
+    onnx.save(ft.finetuned_model(again, {"kind": "test"}), str(out))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    pred = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0].reshape(len(x), -1).argmax(1)
+    assert float(np.mean(pred == ds.y)) == pytest.approx(result["test_accuracy"], abs=1e-9)
+
+
+def test_zero_epochs_only_with_bn_restat() -> None:
+    with pytest.raises(AcompileError, match="--epochs"):
+        ft.FinetuneConfig(epochs=0)
+    assert ft.FinetuneConfig(epochs=0, bn_restat=100).epochs == 0
+    with pytest.raises(AcompileError, match="--bn-restat"):
+        ft.FinetuneConfig(bn_restat=-1)

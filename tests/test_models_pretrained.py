@@ -159,10 +159,9 @@ HWA = REPO / "models" / "resnet32-cifar10-hwa.onnx"
 
 
 def test_bundled_finetune_is_the_plain_graph_with_new_weights(proto):
-    """models/resnet32-cifar10-hwa.onnx (`acompile finetune` of the plain model, its card): the plain
-    graph node for node, only initializers changed, the parent's SHA-256 in its metadata."""
-    import hashlib
-
+    """models/resnet32-cifar10-hwa.onnx (`acompile finetune` of the plain model in stages, its card): the
+    plain graph node for node, only initializers changed, its input's SHA-256 and every stage's recipe in
+    its metadata, back to the plain model."""
     hwa = onnx.load(str(HWA))
     nodes = [(n.op_type, n.name, list(n.input), list(n.output)) for n in proto.graph.node]
     assert [(n.op_type, n.name, list(n.input), list(n.output)) for n in hwa.graph.node] == nodes
@@ -171,8 +170,14 @@ def test_bundled_finetune_is_the_plain_graph_with_new_weights(proto):
     assert new.keys() == old.keys() and all(new[k].shape == old[k].shape for k in old)
     assert sum(not np.array_equal(new[k], old[k]) for k in old) > 100  # weights, BN parameters, statistics
     meta = _meta(hwa)
-    assert meta[contract.META_PARENT_SHA256] == hashlib.sha256(MODEL.read_bytes()).hexdigest()
-    assert json.loads(meta[contract.META_RECIPE])["config"]["distill"] == 0.7
+    assert len(meta[contract.META_PARENT_SHA256]) == 64  # the stage's input (run 8 before --bn-restat)
+    # the recipe chain of its stages (card): plain -> run 6 (distilled) -> run 8 -> BN statistics re-estimated
+    chain, recipe = [], json.loads(meta[contract.META_RECIPE])
+    while isinstance(recipe, dict):
+        chain.append(recipe)
+        recipe = recipe.get("parent_recipe")
+    assert chain[-1]["parent"] == MODEL.name and chain[-1]["config"]["distill"] == 0.7
+    assert chain[0]["config"]["bn_restat"] > 0 and chain[0]["config"]["epochs"] == 0
 
 
 @pytest.mark.skipif(not TEST_1K.exists(), reason=NO_DATA)
