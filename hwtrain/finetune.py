@@ -415,6 +415,9 @@ def train(prepared: Prepared, cfg: FinetuneConfig, train_ds: Dataset, test_ds: D
     """Fine-tune in place; returns the history and the final digital test accuracy."""
     device = torch.device(compute)
     precision = resolve_precision(cfg.precision)
+    if cfg.bn_restat and not any(n.op_type == "BatchNormalization" for n in prepared.module.model.graph.node):
+        raise AcompileError("--bn-restat: the model has no BatchNormalization node whose statistics it could "
+                            "re-estimate")
     torch.manual_seed(cfg.seed)
     if cfg.limit:
         train_ds = train_ds.subset(cfg.limit)

@@ -336,6 +336,7 @@ def _bad_cases(tmp_path: Path, tiny_cifar: Path) -> dict[str, tuple[list, str]]:
                                "same file"),
         "bad bits": ([good, *data, "--adc-bits", "1"], "--adc-bits"),
         "zero epochs": ([good, *data, "--epochs", "0"], "--epochs"),
+        "bn-restat without BN": ([good, *data, "--epochs", "0", "--bn-restat", "100"], "BatchNormalization"),
         "noise out of range": ([good, *data, "--noise", "1.5"], "--noise"),
         "bad mean": ([nometa, *data, "--mean", "a", "--std", "1"], "--mean"),
         "unknown target": ([good, *data, "--target", "nope"], "unknown target"),
