@@ -18,7 +18,7 @@ import torch
 
 from runtime.errors import AcompileError
 from runtime.physics import constants as C
-from runtime.physics.devices import Programmed, make_device
+from runtime.physics.devices import DeviceModel, Programmed, make_device
 
 
 @dataclass
@@ -138,7 +138,51 @@ def mean_pulse_increment(cfg: PCMPulseConfig, max_pulses: int = 200) -> float:
     return total / max(steps, 1)
 
 
-class PCMDifferentialPair:
+class DifferentialReads:
+    """What every differential pair of in-memory training shares: W = (G+ - G-) * w_per_us, cached until
+    the next write, read with the read noise of a registered device (`self.reads`) on both devices."""
+
+    def _init_reads(self, shape: tuple[int, ...], w_per_us: float, reads: DeviceModel,
+                    generator: torch.Generator | None, compute: torch.device | str) -> None:
+        self.reads = reads
+        self.w_per_us = float(w_per_us)
+        self.gen = generator
+        self._noise = NoiseBank(tuple(shape), generator, compute)
+        self._w: torch.Tensor | None = None
+        self._read_std: torch.Tensor | None = None
+        self._read_std_age = 0
+        self.read_std_every = 10  # writes between recomputations of the (slowly changing) read-noise std
+
+    def weights(self) -> torch.Tensor:
+        """Noise-free effective weight (what the conductances encode); cached until the next write."""
+        if self._w is None:
+            self._w = (self.g_pos - self.g_neg) * self.w_per_us
+        return self._w
+
+    def read(self, read_noise: bool = True, t: float = 0.0) -> torch.Tensor:
+        """One noisy read of the effective weights: the device's read noise on each device.
+
+        Training reads happen right after writes, so no drift is applied (for pcm, t = 0 gives the 1/f
+        noise accumulated over t0 = 20 s, the inference model's first read).
+        """
+        if not (read_noise and self.reads.read_noise):
+            return self.weights()
+        return torch.addcmul(self.weights(), self.read_noise_std(t), self._noise.sample())
+
+    def read_noise_std(self, t: float = 0.0) -> torch.Tensor:
+        """Std of one read of G+ - G- in weight units: the two devices' read noise in quadrature.
+
+        Cached and recomputed every `read_std_every` writes (and after a refresh), since it follows G slowly.
+        """
+        if self._read_std is None or self._read_std_age >= self.read_std_every:
+            sp = self.reads.read_noise_std(Programmed(self.g_pos), self.g_pos, t)
+            sn = self.reads.read_noise_std(Programmed(self.g_neg), self.g_neg, t)
+            self._read_std = torch.sqrt(sp * sp + sn * sn) * self.w_per_us
+            self._read_std_age = 0
+        return self._read_std
+
+
+class PCMDifferentialPair(DifferentialReads):
     """W = (G+ - G-) * w_per_us for a weight matrix; both sides only ever go up by SET pulses.
 
     `refresh()` implements Nandakumar's saturation handling: when either device of a pair passes
@@ -157,47 +201,14 @@ class PCMDifferentialPair:
         if w_per_us <= 0:
             raise AcompileError(f"pcm: weight per uS must be > 0, got {w_per_us}")
         self.cfg = cfg or PCMPulseConfig()
-        self.reads = make_device(self.cfg.read_device, g_max=self.cfg.g_max)
-        self.w_per_us = float(w_per_us)
-        self.gen = generator
         self.g_pos = reset_conductance(shape, generator, device)
         self.g_neg = reset_conductance(shape, generator, device)
         self.n_pos = torch.zeros(shape, device=device)
         self.n_neg = torch.zeros(shape, device=device)
         self.refreshes = 0
-        self._noise = NoiseBank(tuple(shape), generator, device)
-        self._w: torch.Tensor | None = None
-        self._read_std: torch.Tensor | None = None
-        self._read_std_age = 0
-        self.read_std_every = 10  # steps between recomputations of the (slowly changing) read-noise std
-
-    def weights(self) -> torch.Tensor:
-        """Noise-free effective weight (what the conductances encode); cached until the next write."""
-        if self._w is None:
-            self._w = (self.g_pos - self.g_neg) * self.w_per_us
-        return self._w
-
-    def read(self, read_noise: bool = True, t: float = 0.0) -> torch.Tensor:
-        """One noisy read of the effective weights: 1/f read noise of DESIGN §6 on each device.
-
-        Training reads happen right after writes, so no drift is applied (t = 0 gives the noise accumulated
-        over t0 = 20 s, the inference model's first read).
-        """
-        if not read_noise:
-            return self.weights()
-        return torch.addcmul(self.weights(), self.read_noise_std(t), self._noise.sample())
-
-    def read_noise_std(self, t: float = 0.0) -> torch.Tensor:
-        """Std of one read of G+ - G- in weight units: the two devices' 1/f noise (DESIGN §6) in quadrature.
-
-        Cached and recomputed every `read_std_every` updates (and after refresh), since it follows G slowly.
-        """
-        if self._read_std is None or self._read_std_age >= self.read_std_every:
-            sp = self.reads.read_noise_std(Programmed(self.g_pos), self.g_pos, t)
-            sn = self.reads.read_noise_std(Programmed(self.g_neg), self.g_neg, t)
-            self._read_std = torch.sqrt(sp * sp + sn * sn) * self.w_per_us
-            self._read_std_age = 0
-        return self._read_std
+        # after the RESET draws, as before: a seeded run draws the same numbers
+        self._init_reads(shape, w_per_us, make_device(self.cfg.read_device, g_max=self.cfg.g_max), generator,
+                         device)
 
     def apply_pulses(self, signed_pulses: torch.Tensor) -> None:
         """p > 0: p SET pulses on G+; p < 0: |p| SET pulses on G-. Returns the touched flat indices."""
@@ -223,10 +234,11 @@ class PCMDifferentialPair:
         """One device increment in uS (mixed precision's eps): the mean SET increment."""
         return mean_pulse_increment(self.cfg)
 
-    def transfer_at(self, idx: torch.Tensor, steps: torch.Tensor, eps_w: float) -> None:
+    def transfer_at(self, idx: torch.Tensor, steps: torch.Tensor, eps_w: float) -> int:
         """Mixed-precision transfer: |steps[k]| SET pulses on the side of its sign (eps_w is what the
-        controller meant each to be worth; the device gives what its increment is)."""
+        controller meant each to be worth; the device gives what its increment is). Returns the pulses."""
         self.apply_pulses_at(idx, steps)
+        return int(steps.abs().sum())
 
     def program(self, w_target: torch.Tensor) -> None:
         """Program-and-verify a weight from scratch: RESET both, the difference goes on one device."""

@@ -18,8 +18,8 @@ import torch
 
 from runtime.errors import AcompileError
 from runtime.physics import constants as C
-from runtime.physics.devices import DeviceModel, Programmed
-from runtime.physics.pcm_pulse import NoiseBank
+from runtime.physics.devices import DeviceModel
+from runtime.physics.pcm_pulse import DifferentialReads
 
 
 def write_resolution(device: DeviceModel) -> float:
@@ -29,7 +29,7 @@ def write_resolution(device: DeviceModel) -> float:
     return std if std > 0 else device.g_max / C.VERIFY_NOISELESS_STEPS
 
 
-class VerifiedPair:
+class VerifiedPair(DifferentialReads):
     """W = (G+ - G-) * w_per_us on a registered device; writes are program-and-verify (see module doc)."""
 
     refreshes = 0  # verified writes never need one (kept for the rule's statistics)
@@ -38,39 +38,16 @@ class VerifiedPair:
                  generator: torch.Generator | None = None, compute: torch.device | str = "cpu") -> None:
         if w_per_us <= 0:
             raise AcompileError(f"{device.name}: weight per uS must be > 0, got {w_per_us}")
-        self.device = device
-        self.w_per_us = float(w_per_us)
-        self.gen = generator
+        self._init_reads(shape, w_per_us, device, generator, compute)
         self.step_us = write_resolution(device)
         self.g_pos = torch.full(shape, device.g_min, device=compute)
         self.g_neg = torch.full(shape, device.g_min, device=compute)
         self.writes = 0
-        self._noise = NoiseBank(tuple(shape), generator, compute)
-        self._w: torch.Tensor | None = None
-        self._read_std: torch.Tensor | None = None
-        self._read_std_age = 0
-        self.read_std_every = 10  # writes between recomputations of the (slowly changing) read-noise std
 
-    def weights(self) -> torch.Tensor:
-        """Noise-free weight the conductances encode; cached until the next write."""
-        if self._w is None:
-            self._w = (self.g_pos - self.g_neg) * self.w_per_us
-        return self._w
-
-    def read(self, read_noise: bool = True) -> torch.Tensor:
-        """One read of the weights with the device's read noise (training reads follow writes: no drift)."""
-        if not (read_noise and self.device.read_noise):
-            return self.weights()
-        return torch.addcmul(self.weights(), self.read_noise_std(), self._noise.sample())
-
-    def read_noise_std(self) -> torch.Tensor:
-        """Std of one read of G+ - G- in weight units: the two devices' read noise in quadrature."""
-        if self._read_std is None or self._read_std_age >= self.read_std_every:
-            sp = self.device.read_noise_std(Programmed(self.g_pos), self.g_pos, 0.0)
-            sn = self.device.read_noise_std(Programmed(self.g_neg), self.g_neg, 0.0)
-            self._read_std = torch.sqrt(sp * sp + sn * sn) * self.w_per_us
-            self._read_std_age = 0
-        return self._read_std
+    @property
+    def device(self) -> DeviceModel:
+        """The registered device the pair is made of (it programs the writes and gives the reads)."""
+        return self.reads
 
     def program(self, w_target: torch.Tensor) -> None:
         """Program-and-verify every weight from scratch (both devices of every pair)."""
@@ -78,12 +55,14 @@ class VerifiedPair:
         everything = torch.ones_like(idx, dtype=torch.bool)
         self._write(idx, w_target.reshape(-1), everything, everything)
 
-    def transfer_at(self, idx: torch.Tensor, steps: torch.Tensor, eps_w: float) -> None:
+    def transfer_at(self, idx: torch.Tensor, steps: torch.Tensor, eps_w: float) -> int:
         """Flat weights idx[k] re-programmed to their current value + steps[k] * eps_w: one verify write on
-        the device that holds the weight, and on its partner only when the sign changes."""
+        the device that holds the weight, and on its partner only when the sign changes. Returns the
+        weights written."""
         old = self.weights().reshape(-1)[idx]
         new = old + steps.to(old.dtype) * eps_w
         self._write(idx, new, (old > 0) | (new > 0), (old < 0) | (new < 0))
+        return int(idx.numel())
 
     def refresh(self, touched: torch.Tensor | None = None) -> int:
         return 0

@@ -79,8 +79,7 @@ class MixedPrecisionRule:
             self.accumulated += update
             self.applied.view(-1)[idx] += pv * self.eps
         if idx.numel():
-            self.pair.transfer_at(idx, pv, self.eps)
-            self.pulses += int(pv.abs().sum()) if isinstance(self.pair, PCMDifferentialPair) else idx.numel()
+            self.pulses += self.pair.transfer_at(idx, pv, self.eps)
         touched = idx
         self.steps += 1
         if self.steps % self.refresh_every == 0:
